@@ -1,0 +1,81 @@
+"""distq: distributed programming infrastructure for Python on Redis/Valkey.
+
+Layers, each a package folder; a lower layer never imports a higher one:
+
+1. ``connection``: URLs, the embedded default server, reconnects, scripts;
+2. ``codec``: bodies, results and errors as bytes;
+3. ``queue``: Disque's job model (addjob, getjob, ackjob, nack, …);
+4. ``ops``: the command line.
+
+Start with :func:`connect` (or :func:`connect_async`)::
+
+    import distq
+    with distq.connect() as client:          # the embedded server, started on demand
+        job_id = client.addjob("emails", {"to": "ada@example.org"})
+        [job] = client.getjob("emails", timeout=5)
+        client.ackjob(job)
+"""
+
+from distq.connection.url import ConnectionSettings as ConnectionSettings
+from distq.errors import AuthenticationError as AuthenticationError
+from distq.errors import CodecError as CodecError
+from distq.errors import ConnectionFailed as ConnectionFailed
+from distq.errors import ConnectionLost as ConnectionLost
+from distq.errors import DistqError as DistqError
+from distq.errors import EmbeddedServerError as EmbeddedServerError
+from distq.errors import InvalidArgument as InvalidArgument
+from distq.errors import JobNotFound as JobNotFound
+from distq.errors import LeaseLost as LeaseLost
+from distq.errors import NotReplicated as NotReplicated
+from distq.errors import OutOfMemory as OutOfMemory
+from distq.errors import PayloadTooLarge as PayloadTooLarge
+from distq.errors import PermissionDenied as PermissionDenied
+from distq.errors import QueueError as QueueError
+from distq.errors import QueueFull as QueueFull
+from distq.errors import ServerError as ServerError
+from distq.errors import ServerUnavailable as ServerUnavailable
+from distq.errors import Timeout as Timeout
+from distq.queue.client import AsyncClient as AsyncClient
+from distq.queue.client import AsyncPipeline as AsyncPipeline
+from distq.queue.client import Client as Client
+from distq.queue.client import Pipeline as Pipeline
+from distq.queue.client import connect as connect
+from distq.queue.client import connect_async as connect_async
+from distq.queue.job import Job as Job
+from distq.queue.job import JobState as JobState
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # Clients
+    "AsyncClient",
+    "AsyncPipeline",
+    "Client",
+    "Pipeline",
+    "connect",
+    "connect_async",
+    # Jobs
+    "Job",
+    "JobState",
+    # Settings
+    "ConnectionSettings",
+    # Errors
+    "AuthenticationError",
+    "CodecError",
+    "ConnectionFailed",
+    "ConnectionLost",
+    "DistqError",
+    "EmbeddedServerError",
+    "InvalidArgument",
+    "JobNotFound",
+    "LeaseLost",
+    "NotReplicated",
+    "OutOfMemory",
+    "PayloadTooLarge",
+    "PermissionDenied",
+    "QueueError",
+    "QueueFull",
+    "ServerError",
+    "ServerUnavailable",
+    "Timeout",
+]

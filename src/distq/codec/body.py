@@ -1,0 +1,120 @@
+"""Job bodies: ``bytes`` and ``str`` as given, other values as JSON or msgpack.
+
+Each stored body carries a one-letter format beside it (in the job's metadata,
+not inside the body, so other readers see the bytes exactly as sent):
+
+========  ==========================================
+``b``     bytes, stored as given
+``s``     str, stored as UTF-8
+``j``     JSON text (the default codec for other values)
+``m``     msgpack (``codec="msgpack"``, needs the ``msgpack`` extra)
+========  ==========================================
+
+Decoding follows the stored format, whatever codec the reader prefers for
+writing, so a msgpack producer and a JSON consumer interoperate. Nothing is
+ever unpickled or imported from a body.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import Any
+
+from distq.errors import CodecError, InvalidArgument
+
+__all__ = ["BodyCodec", "Format"]
+
+
+class Format(StrEnum):
+    """How a stored body is encoded."""
+
+    BYTES = "b"
+    TEXT = "s"
+    JSON = "j"
+    MSGPACK = "m"
+
+
+def _msgpack() -> Any:
+    try:
+        import msgpack
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise CodecError(
+            "the msgpack codec needs the msgpack package: pip install distq[msgpack]"
+        ) from exc
+    return msgpack
+
+
+class BodyCodec:
+    """Encodes values for storage and decodes stored bodies.
+
+    Args:
+        name: ``"json"`` (default) or ``"msgpack"``: how values other than
+            ``bytes`` and ``str`` are written.
+    """
+
+    __slots__ = ("_encode_value", "name", "value_format")
+
+    def __init__(self, name: str = "json") -> None:
+        if name == "json":
+            self.value_format = Format.JSON
+            self._encode_value = _json_encode
+        elif name == "msgpack":
+            self.value_format = Format.MSGPACK
+            self._encode_value = _msgpack_encode
+            _msgpack()
+        else:
+            raise InvalidArgument(f"unknown codec {name!r}: use 'json' or 'msgpack'")
+        self.name = name
+
+    def encode(self, value: Any) -> tuple[Format, bytes]:
+        """The format and bytes to store for ``value``.
+
+        Raises:
+            CodecError: the value cannot be represented (a lambda, a set, NaN…).
+        """
+        if isinstance(value, bytes):
+            return Format.BYTES, value
+        if isinstance(value, str):
+            return Format.TEXT, value.encode()
+        return self.value_format, self._encode_value(value)
+
+    def decode(self, fmt: str, data: bytes, job_id: str | None = None) -> Any:
+        """The value stored as ``data`` in format ``fmt``.
+
+        Raises:
+            CodecError: the bytes are not valid in their format (naming ``job_id``).
+        """
+        try:
+            if fmt == Format.BYTES:
+                return data
+            if fmt == Format.TEXT:
+                return data.decode()
+            if fmt == Format.JSON:
+                return json.loads(data)
+            if fmt == Format.MSGPACK:
+                return _msgpack().unpackb(data, raw=False, strict_map_key=False)
+        except (ValueError, UnicodeDecodeError, TypeError) as exc:
+            raise CodecError(
+                f"job {job_id}: body is not valid {Format(fmt).name}: {exc}", job_id
+            ) from exc
+        except Exception as exc:  # msgpack raises its own hierarchy
+            raise CodecError(f"job {job_id}: body cannot be decoded: {exc}", job_id) from exc
+        raise CodecError(f"job {job_id}: unknown body format {fmt!r}", job_id)
+
+
+def _json_encode(value: Any) -> bytes:
+    try:
+        return json.dumps(
+            value, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode()
+    except (TypeError, ValueError) as exc:
+        raise CodecError(f"cannot encode {type(value).__name__} as JSON: {exc}") from exc
+
+
+def _msgpack_encode(value: Any) -> bytes:
+    try:
+        data: bytes = _msgpack().packb(value, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise CodecError(f"cannot encode {type(value).__name__} as msgpack: {exc}") from exc
+    return data

@@ -1,0 +1,1 @@
+"""Layer 1: URLs, the embedded default server, connections, scripts."""

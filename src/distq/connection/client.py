@@ -1,0 +1,330 @@
+"""Talking to the server: one round trip per step, reconnects, typed errors.
+
+:class:`SyncConnection` and :class:`AsyncConnection` are the only two places
+that touch redis-py. Each sends a *step* (a list of requests, see
+:mod:`distq.connection.ops`) in one round trip — a single command, or a
+pipeline when there are several — and returns the replies, error replies
+translated to :class:`~distq.errors.DistqError` values in place.
+
+Broken connections are retried with exponential backoff (cl-disque's
+*reconnect* restart: the whole step is resent). Every distq request is safe to
+resend: job ids are made by the client, so a resent ``addjob`` finds its job
+already there, and a resent ``getjob`` at worst leaves a job leased to nobody
+until its lease brings it back. A wrong password is never retried, and a
+server that stops answering gives :class:`~distq.errors.Timeout` rather than a
+retry storm.
+
+Every request and reply can be logged at DEBUG level on the ``distq.wire``
+logger (cl-disque's ``*echo-p*``); passwords never appear there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import redis
+import redis.asyncio
+from redis.backoff import NoBackoff
+from redis.exceptions import (
+    AuthenticationError as RedisAuthenticationError,
+)
+from redis.exceptions import (
+    AuthorizationError,
+    NoPermissionError,
+    NoScriptError,
+    OutOfMemoryError,
+    RedisError,
+    ResponseError,
+)
+from redis.exceptions import (
+    ConnectionError as RedisConnectionError,
+)
+from redis.exceptions import (
+    TimeoutError as RedisTimeoutError,
+)
+from redis.retry import Retry
+
+from distq import errors
+from distq.connection.ops import Command, Op, Request, ScriptCall, Step, Stepper
+from distq.connection.url import ConnectionSettings
+
+__all__ = ["AsyncConnection", "SyncConnection", "translate"]
+
+T = TypeVar("T")
+
+wire = logging.getLogger("distq.wire")
+log = logging.getLogger(__name__)
+
+#: Error-reply prefixes of distq's scripts, and the errors they become.
+_SCRIPT_ERRORS: dict[str, type[errors.DistqError]] = {
+    "QUEUEFULL": errors.QueueFull,
+    "NOJOB": errors.JobNotFound,
+    "LEASELOST": errors.LeaseLost,
+    "BADARG": errors.InvalidArgument,
+}
+_REDACTED_COMMANDS = {b"AUTH", "AUTH", b"HELLO", "HELLO"}
+
+
+def translate(exc: RedisError, settings: ConnectionSettings) -> errors.DistqError:
+    """The distq error for a redis-py exception (the caller chains the cause)."""
+    message = str(exc)
+    where = settings.redacted()
+    if isinstance(exc, RedisAuthenticationError | AuthorizationError):
+        return errors.AuthenticationError(f"{where}: the server refused the credentials: {message}")
+    if isinstance(exc, NoPermissionError):
+        return errors.PermissionDenied(f"{where}: {message}")
+    if isinstance(exc, OutOfMemoryError):
+        return errors.OutOfMemory(message)
+    if isinstance(exc, RedisTimeoutError):
+        return errors.Timeout(f"{where}: no reply within {settings.socket_timeout_s} s")
+    if isinstance(exc, RedisConnectionError):
+        return errors.ServerUnavailable(f"{where}: {message}")
+    head, _, rest = message.partition(" ")
+    kind = _SCRIPT_ERRORS.get(head)
+    if kind is not None:
+        return kind(rest)
+    if "NOAUTH" in message or "WRONGPASS" in message:
+        return errors.AuthenticationError(f"{where}: {message}")
+    return errors.ServerError(message)
+
+
+class _Backoff:
+    """Reconnect pacing: exponential, capped, bounded by ``settings.retries``."""
+
+    __slots__ = ("attempt", "settings")
+
+    BASE_S = 0.05
+    CAP_S = 2.0
+
+    def __init__(self, settings: ConnectionSettings) -> None:
+        self.settings = settings
+        self.attempt = 0
+
+    def next_delay(self, exc: RedisError) -> float:
+        """Seconds to wait before the next attempt, or raise the final error."""
+        if isinstance(exc, RedisAuthenticationError | AuthorizationError | RedisTimeoutError):
+            raise translate(exc, self.settings) from exc
+        if self.attempt >= self.settings.retries:
+            raise errors.ServerUnavailable(
+                f"{self.settings.redacted()}: no connection after "
+                f"{self.attempt + 1} attempts: {exc}"
+            ) from exc
+        delay: float = min(self.CAP_S, self.BASE_S * 2**self.attempt)
+        self.attempt += 1
+        log.warning(
+            "connection to %s failed (%s); retry %d in %.2f s",
+            self.settings.redacted(),
+            exc,
+            self.attempt,
+            delay,
+        )
+        return delay
+
+
+def _redis_options(settings: ConnectionSettings) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "db": settings.db,
+        "username": settings.username,
+        "password": settings.password,
+        "socket_timeout": settings.socket_timeout_s,
+        "socket_connect_timeout": settings.connect_timeout_s,
+        "retry": Retry(NoBackoff(), 0),  # distq retries itself, and never on bad credentials
+        "decode_responses": False,
+    }
+    if settings.path is not None:
+        options["unix_socket_path"] = settings.path
+    else:
+        options.update(host=settings.host, port=settings.port)
+    if settings.tls:
+        options.update(
+            ssl=True,
+            ssl_ca_certs=settings.ssl_ca_certs,
+            ssl_certfile=settings.ssl_certfile,
+            ssl_keyfile=settings.ssl_keyfile,
+            ssl_cert_reqs=settings.ssl_cert_reqs,
+        )
+    return options
+
+
+def _wire_args(request: Request) -> tuple[Any, ...]:
+    if isinstance(request, ScriptCall):
+        return ("EVALSHA", request.script.sha, len(request.keys), *request.keys, *request.args)
+    return request.args
+
+
+def _eval_args(request: ScriptCall) -> tuple[Any, ...]:
+    return ("EVAL", request.script.source, len(request.keys), *request.keys, *request.args)
+
+
+def _shorten(value: Any) -> Any:
+    if isinstance(value, bytes | str) and len(value) > 200:
+        return f"{value[:200]!r}…({len(value)} bytes)"
+    return value
+
+
+def _log_step(step: Step, replies: Sequence[Any] | None) -> None:
+    for index, request in enumerate(step):
+        args = _wire_args(request)
+        if args and args[0] in _REDACTED_COMMANDS:
+            args = (args[0], "***")
+        shown = " ".join(str(_shorten(a)) for a in args)
+        if replies is None:
+            wire.debug("> %s", shown)
+        else:
+            wire.debug("< %s", _shorten(replies[index]))
+
+
+def _replies_with_errors(raw: Sequence[Any], settings: ConnectionSettings) -> list[Any]:
+    return [translate(r, settings) if isinstance(r, RedisError) else r for r in raw]
+
+
+class _Base:
+    """What both connections share: settings, wire logging, reply handling."""
+
+    def __init__(self, settings: ConnectionSettings) -> None:
+        self.settings = settings
+
+    def _before(self, step: Step) -> None:
+        if wire.isEnabledFor(logging.DEBUG):
+            _log_step(step, None)
+
+    def _after(self, step: Step, replies: list[Any]) -> list[Any]:
+        if wire.isEnabledFor(logging.DEBUG):
+            _log_step(step, replies)
+        return _replies_with_errors(replies, self.settings)
+
+
+class SyncConnection(_Base):
+    """A blocking connection pool to one server (safe to use after fork)."""
+
+    def __init__(self, settings: ConnectionSettings) -> None:
+        super().__init__(settings)
+        self.redis = redis.Redis(**_redis_options(settings))
+        self.redis.response_callbacks.clear()  # raw replies: ops parse them
+        self._execute: Callable[..., Any] = self.redis.execute_command
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self.redis.close()
+
+    def run(self, op: Op[T]) -> T:
+        """Drive one op to completion, one round trip per step."""
+        try:
+            step = next(op)
+            while True:
+                replies = self.roundtrip(step)
+                error = next((r for r in replies if isinstance(r, BaseException)), None)
+                step = op.throw(error) if error is not None else op.send(replies)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+
+    def run_many(self, ops: Sequence[Op[Any]]) -> Stepper[Any]:
+        """Drive several ops in lockstep: each round is one pipelined round trip."""
+        stepper: Stepper[Any] = Stepper(ops)
+        while not stepper.done:
+            stepper.feed(self.roundtrip(stepper.requests()))
+        return stepper
+
+    def roundtrip(self, step: Step) -> list[Any]:
+        """Send a step, resending it on a broken connection; replies in order."""
+        backoff = _Backoff(self.settings)
+        while True:
+            try:
+                self._before(step)
+                return self._after(step, self._send(step))
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                time.sleep(backoff.next_delay(exc))
+
+    def _send(self, step: Step) -> list[Any]:
+        if len(step) == 1:
+            return [self._one(step[0])]
+        pipe: Any = self.redis.pipeline(transaction=False)
+        for request in step:
+            pipe.execute_command(*_wire_args(request))
+        replies = pipe.execute(raise_on_error=False)
+        for index, reply in enumerate(replies):
+            if isinstance(reply, NoScriptError):
+                replies[index] = self._one(step[index])
+        return list(replies)
+
+    def _one(self, request: Request) -> Any:
+        try:
+            if isinstance(request, Command):
+                return self._execute(*request.args)
+            try:
+                return self._execute(*_wire_args(request))
+            except NoScriptError:
+                return self._execute(*_eval_args(request))
+        except ResponseError as exc:
+            return exc
+
+
+class AsyncConnection(_Base):
+    """The asyncio twin of :class:`SyncConnection`, driving the same ops."""
+
+    def __init__(self, settings: ConnectionSettings) -> None:
+        super().__init__(settings)
+        self.redis = redis.asyncio.Redis(**_redis_options(settings))
+        self.redis.response_callbacks.clear()
+        self._execute: Callable[..., Awaitable[Any]] = self.redis.execute_command
+
+    async def close(self) -> None:
+        """Close every pooled connection."""
+        await self.redis.aclose()
+
+    async def run(self, op: Op[T]) -> T:
+        """Drive one op to completion, one round trip per step."""
+        try:
+            step = next(op)
+            while True:
+                replies = await self.roundtrip(step)
+                error = next((r for r in replies if isinstance(r, BaseException)), None)
+                step = op.throw(error) if error is not None else op.send(replies)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+
+    async def run_many(self, ops: Sequence[Op[Any]]) -> Stepper[Any]:
+        """Drive several ops in lockstep: each round is one pipelined round trip."""
+        stepper: Stepper[Any] = Stepper(ops)
+        while not stepper.done:
+            stepper.feed(await self.roundtrip(stepper.requests()))
+        return stepper
+
+    async def roundtrip(self, step: Step) -> list[Any]:
+        """Send a step, resending it on a broken connection; replies in order."""
+        backoff = _Backoff(self.settings)
+        while True:
+            try:
+                self._before(step)
+                return self._after(step, await self._send(step))
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                await asyncio.sleep(backoff.next_delay(exc))
+
+    async def _send(self, step: Step) -> list[Any]:
+        if len(step) == 1:
+            return [await self._one(step[0])]
+        pipe = self.redis.pipeline(transaction=False)
+        for request in step:
+            pipe.execute_command(*_wire_args(request))
+        replies = await pipe.execute(raise_on_error=False)
+        for index, reply in enumerate(replies):
+            if isinstance(reply, NoScriptError):
+                replies[index] = await self._one(step[index])
+        return list(replies)
+
+    async def _one(self, request: Request) -> Any:
+        try:
+            if isinstance(request, Command):
+                return await self._execute(*request.args)
+            try:
+                return await self._execute(*_wire_args(request))
+            except NoScriptError:
+                return await self._execute(*_eval_args(request))
+        except ResponseError as exc:
+            return exc

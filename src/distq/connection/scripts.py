@@ -1,0 +1,48 @@
+"""Lua scripts: kept in ``.lua`` files, loaded once, called by SHA.
+
+A package keeps its scripts in a ``lua/`` folder beside its modules, one
+atomic step per file, each opening with a header that documents its KEYS,
+ARGV, reply and errors. A file named ``_lib.lua`` in the same folder holds
+helpers shared by the others and is prepended to each of them.
+
+Scripts are sent as EVALSHA; a server that does not know the SHA (it was
+restarted, or its script cache flushed) answers NOSCRIPT, and the connection
+resends the call as EVAL once, which also loads it for the next time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+
+__all__ = ["Script", "load_scripts"]
+
+_LIB = "_lib.lua"
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """One Lua script: its file name (without ``.lua``), source and SHA1."""
+
+    name: str
+    source: bytes
+    sha: str
+
+    @classmethod
+    def from_source(cls, name: str, source: bytes) -> Script:
+        """Build a script, computing the SHA1 the server will know it by."""
+        return cls(name, source, hashlib.sha1(source).hexdigest())
+
+
+def load_scripts(package: str) -> dict[str, Script]:
+    """Every ``lua/*.lua`` file of ``package``, by name, with ``_lib.lua`` prepended."""
+    folder = resources.files(package).joinpath("lua")
+    files = {
+        entry.name: entry.read_bytes() for entry in folder.iterdir() if entry.name.endswith(".lua")
+    }
+    lib = files.pop(_LIB, b"")
+    return {
+        name.removesuffix(".lua"): Script.from_source(name.removesuffix(".lua"), lib + source)
+        for name, source in sorted(files.items())
+    }

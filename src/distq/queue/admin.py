@@ -1,0 +1,252 @@
+"""Inspection ops: qlen, qpeek, dead letters, show, qstat, jscan, qscan, hello, info."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from distq.connection.ops import Command, Op, ScriptCall, single
+from distq.errors import CodecError, InvalidArgument
+from distq.queue.job import Job, JobState
+from distq.queue.keys import QueueKeys, parse_id
+from distq.queue.ops import QueueContext
+
+__all__ = ["deadletters", "hello", "info", "jscan", "qlen", "qpeek", "qscan", "qstat", "show"]
+
+
+def qstat(ctx: QueueContext, queue: str) -> Op[dict[str, Any]]:
+    """The state of a queue.
+
+    Returns a dict with ``name``; ``len`` (jobs waiting), ``leased``,
+    ``delayed`` and ``dead`` (jobs in each state now); ``age`` (seconds the
+    oldest waiting job has waited, or ``None``); and the counters since the
+    queue was first used: ``jobs_in``, ``jobs_out`` (deliveries), ``acked``,
+    ``dead_total``.
+    """
+    keys = ctx.keys(queue)
+    reply = yield from single(ScriptCall(ctx.script("qstat"), keys.all(), (keys.job_prefix,)))
+    now_ms, length, leased, delayed, dead, oldest = (int(v) for v in reply[:6])
+    stats = {reply[i].decode(): int(reply[i + 1]) for i in range(6, len(reply), 2)}
+    return {
+        "name": queue,
+        "len": length,
+        "leased": leased,
+        "delayed": delayed,
+        "dead": dead,
+        "age": None if oldest < 0 else max(0, now_ms - oldest) / 1000,
+        "jobs_in": stats.get("in", 0),
+        "jobs_out": stats.get("out", 0),
+        "acked": stats.get("acked", 0),
+        "dead_total": stats.get("dead", 0),
+    }
+
+
+def qlen(ctx: QueueContext, queue: str) -> Op[int]:
+    """How many jobs wait in ``queue`` (due delayed jobs and expired leases included)."""
+    stat = yield from qstat(ctx, queue)
+    return int(stat["len"])
+
+
+def _peek(ctx: QueueContext, keys: QueueKeys, key: str, count: int) -> Op[list[Job]]:
+    if not isinstance(count, int):
+        raise InvalidArgument(f"count must be an integer, not {count!r}")
+    if count == 0:
+        return []
+    reply = yield from single(ScriptCall(ctx.script("qpeek"), (key,), (count, keys.job_prefix)))
+    jobs = []
+    for i in range(0, len(reply), 7):
+        job_id = reply[i].decode()
+        try:
+            body = ctx.codec.decode(reply[i + 1].decode(), reply[i + 2], job_id)
+        except CodecError:
+            body = reply[i + 2]  # a peek shows what is there, decodable or not
+        reason = reply[i + 6].decode() or None
+        jobs.append(
+            Job(
+                job_id,
+                keys.name,
+                body,
+                int(reply[i + 4]),
+                int(reply[i + 5]),
+                int(reply[i + 3]),
+                reason,
+            )
+        )
+    return jobs
+
+
+def qpeek(ctx: QueueContext, queue: str, count: int) -> Op[list[Job]]:
+    """Look at up to ``count`` waiting jobs without leasing them.
+
+    A positive ``count`` starts from the oldest; a negative one returns the
+    newest first. A body that does not decode is shown as its raw bytes.
+    """
+    keys = ctx.keys(queue)
+    return (yield from _peek(ctx, keys, keys.ready, count))
+
+
+def deadletters(ctx: QueueContext, queue: str, count: int = 100) -> Op[list[Job]]:
+    """The dead-lettered jobs of ``queue``, oldest first, each with its ``reason``.
+
+    ``enqueue`` gives one another chance; ``deljob`` or ``ackjob`` removes it.
+    """
+    keys = ctx.keys(queue)
+    return (yield from _peek(ctx, keys, keys.dead, count))
+
+
+def show(ctx: QueueContext, job_id: str) -> Op[dict[str, Any] | None]:
+    """Everything known about a job, or ``None`` if there is no such job.
+
+    Keys: ``id``, ``queue``, ``state``, ``ctime`` (epoch seconds), ``delay``,
+    ``retry``, ``ttl`` (seconds left to live, ``None`` if it does not expire),
+    ``max_deliveries``, ``deliveries``, ``nacks``, ``additional_deliveries``,
+    ``next_requeue_within`` (seconds until the lease ends, for an active
+    job), ``next_awake_within`` (for a delayed job), ``reason`` (for a dead
+    one) and ``body``.
+    """
+    core, queue = parse_id(job_id)
+    keys = ctx.keys(queue)
+    reply = yield from single(
+        ScriptCall(ctx.script("show"), (keys.job(core), keys.leased, keys.delayed), (job_id,))
+    )
+    if not reply:
+        return None
+    now_ms, pttl = int(reply[0]), int(reply[1])
+    fields = {reply[i].decode(): reply[i + 1] for i in range(4, len(reply), 2)}
+    fmt, ctime, retry, _ttl, delay, maxdel = fields["m"].decode().split()
+    try:
+        body = ctx.codec.decode(fmt, fields.get("b", b""), job_id)
+    except CodecError:
+        body = fields.get("b", b"")
+    return {
+        "id": job_id,
+        "queue": queue,
+        "state": JobState.from_code(fields["s"].decode()).value,
+        "ctime": int(ctime) / 1000,
+        "delay": int(delay) / 1000,
+        "retry": int(retry) / 1000,
+        "ttl": None if pttl < 0 else pttl / 1000,
+        "max_deliveries": int(maxdel) or None,
+        "deliveries": int(fields.get("d", 0)),
+        "nacks": int(fields.get("n", 0)),
+        "additional_deliveries": int(fields.get("a", 0)),
+        "next_requeue_within": _within(reply[2], now_ms),
+        "next_awake_within": _within(reply[3], now_ms),
+        "reason": fields["r"].decode() if "r" in fields else None,
+        "body": body,
+    }
+
+
+def _within(score: bytes | None, now_ms: int) -> float | None:
+    return None if score is None else max(0.0, (float(score) - now_ms) / 1000)
+
+
+def _scan(match: str, cursor: int, count: int, busyloop: bool) -> Op[tuple[int, list[bytes]]]:
+    found: list[bytes] = []
+    while True:
+        reply = yield from single(Command(("SCAN", cursor, "MATCH", match, "COUNT", count)))
+        cursor = int(reply[0])
+        found += reply[1]
+        if cursor == 0 or not busyloop:
+            return cursor, found
+
+
+def jscan(
+    ctx: QueueContext,
+    cursor: int = 0,
+    *,
+    count: int = 100,
+    queue: str | None = None,
+    state: str | JobState | None = None,
+    busyloop: bool = False,
+) -> Op[tuple[int, list[str]]]:
+    """Iterate over job ids (Disque's JSCAN); returns ``(next_cursor, ids)``.
+
+    Start with cursor 0 and call again with the returned cursor until it is 0
+    (``busyloop=True`` does that in one call). ``queue`` and ``state`` filter.
+    """
+    pattern = f"{ctx.namespace}:{{{queue}}}:j:*" if queue else f"{ctx.namespace}:{{*}}:j:*"
+    cursor, keys = yield from _scan(pattern, cursor, count, busyloop)
+    ids = [_key_to_id(key.decode()) for key in keys]
+    if state is None or not ids:
+        return cursor, ids
+    wanted = JobState(state)
+    states = yield [Command(("HGET", key, "s")) for key in keys]
+    return cursor, [
+        job_id
+        for job_id, code in zip(ids, states, strict=True)
+        if code is not None and JobState.from_code(code.decode()) == wanted
+    ]
+
+
+def _key_to_id(key: str) -> str:
+    start = key.index(":{") + 2
+    end = key.rindex("}:j:")
+    return f"D-{key[end + 4 :]}-{key[start:end]}"
+
+
+def qscan(
+    ctx: QueueContext,
+    cursor: int = 0,
+    *,
+    count: int = 100,
+    busyloop: bool = False,
+    minlen: int | None = None,
+    maxlen: int | None = None,
+) -> Op[tuple[int, list[str]]]:
+    """Iterate over the names of known queues (Disque's QSCAN).
+
+    A queue is known once a job was added to it. ``minlen``/``maxlen``
+    filter on the number of waiting jobs.
+    """
+    prefix = f"{ctx.namespace}:{{"
+    cursor, keys = yield from _scan(prefix + "*}:stats", cursor, count, busyloop)
+    names = sorted(key.decode()[len(prefix) : -len("}:stats")] for key in keys)
+    if (minlen is None and maxlen is None) or not names:
+        return cursor, names
+    lengths = yield [Command(("LLEN", ctx.keys(name).ready)) for name in names]
+    return cursor, [
+        name
+        for name, length in zip(names, lengths, strict=True)
+        if (minlen is None or length >= minlen) and (maxlen is None or length <= maxlen)
+    ]
+
+
+def info(ctx: QueueContext, section: str | None = None) -> Op[dict[str, Any]]:
+    """The server's ``INFO`` as a dict (numbers converted)."""
+    del ctx
+    args = ("INFO", section) if section else ("INFO",)
+    return parse_info((yield from single(Command(args))))
+
+
+def hello(ctx: QueueContext) -> Op[dict[str, Any]]:
+    """Who answers (Disque's HELLO): protocol version, node id, server and version."""
+    server = yield from info(ctx, "server")
+    name = "valkey" if "valkey_version" in server else "redis"
+    return {
+        "version": 1,
+        "node_id": server.get("run_id"),
+        "server": name,
+        "server_version": server.get("valkey_version", server.get("redis_version")),
+        "namespace": ctx.namespace,
+    }
+
+
+def parse_info(raw: bytes | str) -> dict[str, Any]:
+    """Parse the text of ``INFO`` into a flat dict."""
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    out: dict[str, Any] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#") or ":" not in line:
+            continue
+        key, _, value = line.partition(":")
+        out[key] = _number(value)
+    return out
+
+
+def _number(value: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value

@@ -1,0 +1,127 @@
+"""The key layout of queues and jobs: the one place that formats these keys.
+
+Every key of a queue carries the queue name as its hash tag, so all of them —
+and every job of the queue — live in one cluster slot, and each Lua script
+touches one slot::
+
+    <ns>:{<queue>}:ready     list    ids of jobs waiting to be fetched (FIFO)
+    <ns>:{<queue>}:leased    zset    ids of fetched jobs → lease deadline (ms)
+    <ns>:{<queue>}:delayed   zset    ids of delayed jobs → due time (ms)
+    <ns>:{<queue>}:dead      list    ids of dead-lettered jobs, oldest first
+    <ns>:{<queue>}:wake      list    a token that wakes one blocked fetcher
+    <ns>:{<queue>}:stats     hash    counters: in, out, acked, dead
+    <ns>:{<queue>}:j:<core>  hash    one job (fields in docs/protocol.md)
+
+A job id is ``D-<core>-<queue>``: ``<core>`` is 24 hex digits (milliseconds,
+a per-process sequence, a per-process random origin), so ids are unique and
+ordered by creation time, and the id alone locates the job and its queue.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+
+from distq.errors import InvalidArgument
+
+__all__ = ["QueueKeys", "job_key", "new_id", "parse_id", "validate_queue"]
+
+#: Longest queue name accepted.
+MAX_QUEUE_NAME = 200
+_BAD_QUEUE_CHARS = re.compile(r"[{}\s\x00-\x1f\x7f]")
+_CORE = re.compile(r"[0-9a-f]{24}")
+
+
+def validate_queue(name: str) -> str:
+    """Return ``name`` if it can name a queue, else raise InvalidArgument."""
+    if not isinstance(name, str) or not name:
+        raise InvalidArgument("a queue name must be a non-empty string")
+    if len(name) > MAX_QUEUE_NAME or _BAD_QUEUE_CHARS.search(name):
+        raise InvalidArgument(
+            f"bad queue name {name[:40]!r}: at most {MAX_QUEUE_NAME} characters, "
+            "no braces, spaces or control characters"
+        )
+    return name
+
+
+class QueueKeys:
+    """The keys of one queue in one namespace."""
+
+    __slots__ = ("dead", "delayed", "job_prefix", "leased", "name", "ready", "stats", "wake")
+
+    def __init__(self, namespace: str, queue: str) -> None:
+        base = f"{namespace}:{{{validate_queue(queue)}}}:"
+        self.name = queue
+        self.ready = base + "ready"
+        self.leased = base + "leased"
+        self.delayed = base + "delayed"
+        self.dead = base + "dead"
+        self.wake = base + "wake"
+        self.stats = base + "stats"
+        self.job_prefix = base + "j:"
+
+    def all(self) -> tuple[str, str, str, str, str, str]:
+        """The six queue keys in the order the scripts take them."""
+        return (self.ready, self.leased, self.delayed, self.dead, self.wake, self.stats)
+
+    def job(self, core: str) -> str:
+        """The key of the job with this core."""
+        return self.job_prefix + core
+
+
+def job_key(namespace: str, job_id: str) -> str:
+    """The key of the job with this id."""
+    core, queue = parse_id(job_id)
+    return f"{namespace}:{{{queue}}}:j:{core}"
+
+
+def parse_id(job_id: str) -> tuple[str, str]:
+    """Split a job id into ``(core, queue)``; raise InvalidArgument if malformed."""
+    if (
+        not isinstance(job_id, str)
+        or len(job_id) < 28
+        or not job_id.startswith("D-")
+        or job_id[26] != "-"
+        or not _CORE.fullmatch(job_id, 2, 26)
+    ):
+        raise InvalidArgument(f"not a job id: {str(job_id)[:60]!r}")
+    return job_id[2:26], job_id[27:]
+
+
+class _IdSource:
+    """Per-process generator of time-ordered unique id cores (fork-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._origin = os.urandom(4).hex()
+        self._last_ms = 0
+        self._seq = 0
+
+    def next(self) -> str:
+        with self._lock:
+            ms = time.time_ns() // 1_000_000
+            if ms <= self._last_ms:
+                ms = self._last_ms
+                self._seq += 1
+                if self._seq > 0xFFFF:  # 65,536 ids in one ms: borrow the next ms
+                    ms += 1
+                    self._seq = 0
+            else:
+                self._seq = 0
+            self._last_ms = ms
+            return f"{ms:012x}{self._seq:04x}{self._origin}"
+
+
+_ids = _IdSource()
+
+
+def new_id(queue: str) -> tuple[str, str]:
+    """A fresh ``(id, core)`` for a job of ``queue``."""
+    core = _ids.next()
+    return f"D-{core}-{queue}", core

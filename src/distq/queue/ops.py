@@ -1,0 +1,391 @@
+"""The Disque command set as ops: the logic shared by every client kind.
+
+Each public function here takes a :class:`QueueContext` and returns an op
+(see :mod:`distq.connection.ops`); :mod:`distq.queue.client` binds them to the
+sync client, the async client and pipelines. Durations are seconds (``int``,
+``float`` or ``timedelta``); the scripts get milliseconds and take the time
+from the server.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from distq.codec.body import BodyCodec
+from distq.connection.ops import Command, Op, ScriptCall, Step, single
+from distq.connection.scripts import Script, load_scripts
+from distq.errors import CodecError, InvalidArgument, NotReplicated, PayloadTooLarge
+from distq.queue.job import Job
+from distq.queue.keys import QueueKeys, new_id, parse_id
+
+__all__ = ["DEFAULT_RETRY_S", "DEFAULT_TTL_S", "QueueContext"]
+
+#: Default lease (Disque's RETRY): 5 minutes.
+DEFAULT_RETRY_S = 300.0
+#: Default time to live (Disque's TTL): 1 day.
+DEFAULT_TTL_S = 86400.0
+#: Default bound on one body: 16 MiB.
+DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024
+#: Jobs per script call in bulk adds; the calls of one batch share a round trip.
+ADD_CHUNK = 500
+#: Longest single blocking wait; a longer getjob timeout is sliced.
+MAX_WAIT_SLICE_S = 2.0
+
+Duration = float | int | timedelta
+JobRef = str | Job
+
+_SCRIPTS = load_scripts("distq.queue")
+
+
+@dataclass(frozen=True, slots=True)
+class QueueContext:
+    """What every queue op needs: namespace, codec, scripts and limits."""
+
+    namespace: str = "distq"
+    codec: BodyCodec = field(default_factory=BodyCodec)
+    max_payload: int = DEFAULT_MAX_PAYLOAD
+    scripts: dict[str, Script] | None = None
+
+    def script(self, name: str) -> Script:
+        """The loaded script ``name``."""
+        return (self.scripts or _SCRIPTS)[name]
+
+    def keys(self, queue: str) -> QueueKeys:
+        """The keys of ``queue``."""
+        return QueueKeys(self.namespace, queue)
+
+
+def seconds_to_ms(value: Duration, what: str) -> int:
+    """Milliseconds of a non-negative duration given in seconds."""
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if not isinstance(seconds, int | float) or seconds < 0:
+        raise InvalidArgument(f"{what} must be a non-negative number of seconds, not {value!r}")
+    return round(seconds * 1000)
+
+
+# Adding ---------------------------------------------------------------------
+
+
+def addjob(
+    ctx: QueueContext,
+    queue: str,
+    body: Any,
+    *,
+    delay: Duration = 0,
+    retry: Duration = DEFAULT_RETRY_S,
+    ttl: Duration = DEFAULT_TTL_S,
+    maxlen: int | None = None,
+    max_deliveries: int | None = None,
+    replicate: int | None = None,
+    timeout: Duration = 5.0,
+    async_: bool = False,
+) -> Op[str]:
+    """Add a job to ``queue`` and return its id.
+
+    Args:
+        queue: the queue's name.
+        body: ``bytes``/``str`` (stored as given) or a value for the codec.
+        delay: seconds before the job can be fetched.
+        retry: the lease: seconds after a fetch before an unacknowledged job
+            is queued again. ``0`` makes the job at-most-once.
+        ttl: seconds the job lives at most, whatever its state.
+        maxlen: refuse the job with ``QueueFull`` if the queue already holds
+            this many jobs.
+        max_deliveries: after this many deliveries a nacked job, or one whose
+            lease expired, goes to the dead letters (``None``: no limit).
+        replicate: wait until this many replicas hold the job (Redis ``WAIT``).
+        timeout: seconds to wait for ``replicate`` replicas.
+        async_: return at once, letting replication happen in the background.
+
+    Raises:
+        QueueFull: ``maxlen`` would be exceeded.
+        PayloadTooLarge: the encoded body is over ``max_payload``.
+        NotReplicated: fewer than ``replicate`` replicas confirmed in time.
+    """
+    ids = yield from addjobs(
+        ctx,
+        queue,
+        [body],
+        delay=delay,
+        retry=retry,
+        ttl=ttl,
+        maxlen=maxlen,
+        max_deliveries=max_deliveries,
+        replicate=replicate,
+        timeout=timeout,
+        async_=async_,
+    )
+    return ids[0]
+
+
+def addjobs(
+    ctx: QueueContext,
+    queue: str,
+    bodies: Iterable[Any],
+    *,
+    delay: Duration = 0,
+    retry: Duration = DEFAULT_RETRY_S,
+    ttl: Duration = DEFAULT_TTL_S,
+    maxlen: int | None = None,
+    max_deliveries: int | None = None,
+    replicate: int | None = None,
+    timeout: Duration = 5.0,
+    async_: bool = False,
+) -> Op[list[str]]:
+    """Add many jobs to ``queue`` in one round trip; return their ids in order.
+
+    Takes the options of :func:`addjob`, applied to every job. With ``maxlen``
+    the jobs are added all together or not at all.
+    """
+    keys = ctx.keys(queue)
+    options = (
+        maxlen or 0,
+        seconds_to_ms(retry, "retry"),
+        max(1, seconds_to_ms(ttl, "ttl")),
+        seconds_to_ms(delay, "delay"),
+        _max_deliveries(max_deliveries),
+    )
+    ids: list[str] = []
+    step: Step = []
+    chunk_keys: list[str] = []
+    chunk_args: list[Any] = []
+    for body in bodies:
+        fmt, data = ctx.codec.encode(body)
+        if len(data) > ctx.max_payload:
+            raise PayloadTooLarge(
+                f"body of {len(data)} bytes is over the limit of {ctx.max_payload} (max_payload)"
+            )
+        job_id, core = new_id(queue)
+        ids.append(job_id)
+        chunk_keys.append(keys.job(core))
+        chunk_args += (job_id, fmt.value, data)
+        if len(chunk_keys) == ADD_CHUNK:
+            step.append(_add_call(ctx, keys, chunk_keys, options, chunk_args))
+            chunk_keys, chunk_args = [], []
+    if chunk_keys:
+        step.append(_add_call(ctx, keys, chunk_keys, options, chunk_args))
+    if not step:
+        return ids
+    if maxlen and len(step) > 1:
+        raise InvalidArgument(f"maxlen applies to at most {ADD_CHUNK} jobs added at once")
+    yield step
+    if replicate and not async_:
+        yield from _wait_replicas(replicate, seconds_to_ms(timeout, "timeout"))
+    return ids
+
+
+def _max_deliveries(value: int | None) -> int:
+    if value is None:
+        return 0
+    if not isinstance(value, int) or value < 1:
+        raise InvalidArgument(f"max_deliveries must be a positive integer or None, not {value!r}")
+    return value
+
+
+def _add_call(
+    ctx: QueueContext,
+    keys: QueueKeys,
+    job_keys: list[str],
+    options: tuple[int, ...],
+    job_args: list[Any],
+) -> ScriptCall:
+    return ScriptCall(
+        ctx.script("addjob"),
+        (keys.ready, keys.delayed, keys.wake, keys.stats, *job_keys),
+        (*options, *job_args),
+    )
+
+
+def _wait_replicas(replicas: int, timeout_ms: int) -> Op[None]:
+    confirmed = yield from single(Command(("WAIT", replicas, timeout_ms)))
+    if int(confirmed) < replicas:
+        raise NotReplicated(f"{confirmed} of {replicas} replicas confirmed within {timeout_ms} ms")
+
+
+# Fetching -------------------------------------------------------------------
+
+
+def getjob(
+    ctx: QueueContext,
+    *queues: str,
+    count: int = 1,
+    timeout: Duration | None = None,
+    nohang: bool = False,
+    withcounters: bool = False,
+) -> Op[list[Job]]:
+    """Fetch and lease up to ``count`` jobs, from the first queues first.
+
+    Blocks until a job is there, for at most ``timeout`` seconds (``None``:
+    no limit); ``nohang=True`` never blocks. Returns ``[]`` when nothing came.
+    Each job is leased for its retry time: ``ackjob`` it when done. The
+    counters (``nacks``, ``additional_deliveries``) are always filled in;
+    ``withcounters`` is accepted for Disque compatibility.
+
+    Raises:
+        CodecError: a fetched body could not be decoded. That job was moved to
+            the dead letters with the reason; the others of the batch were put
+            back at the head of their queues, uncounted.
+    """
+    del withcounters  # counters always come with the job
+    if not queues:
+        raise InvalidArgument("getjob needs at least one queue")
+    if not isinstance(count, int) or count < 1:
+        raise InvalidArgument(f"count must be a positive integer, not {count!r}")
+    keysets = [ctx.keys(q) for q in queues]
+    call = ScriptCall(
+        ctx.script("getjob"),
+        [key for keys in keysets for key in keys.all()],
+        (count, *(keys.job_prefix for keys in keysets)),
+    )
+    wait_keys = [keys.wake for keys in keysets]
+    deadline = (
+        None if timeout is None else time.monotonic() + seconds_to_ms(timeout, "timeout") / 1000
+    )
+    while True:
+        reply = yield from single(call)
+        if len(reply) > 1:
+            return (yield from _decode_jobs(ctx, reply))
+        remaining = MAX_WAIT_SLICE_S if deadline is None else deadline - time.monotonic()
+        if nohang or remaining <= 0:
+            return []
+        slice_s = min(remaining, MAX_WAIT_SLICE_S)
+        next_due_ms = int(reply[0])
+        if next_due_ms >= 0:
+            slice_s = min(slice_s, max(next_due_ms, 1) / 1000)
+        yield [Command(("BLPOP", *wait_keys, round(slice_s, 3)))]
+
+
+def _decode_jobs(ctx: QueueContext, reply: Sequence[Any]) -> Op[list[Job]]:
+    jobs: list[Job] = []
+    bad: list[tuple[str, int, CodecError]] = []
+    for i in range(1, len(reply), 6):
+        job_id = reply[i].decode()
+        delivery = int(reply[i + 3])
+        try:
+            body = ctx.codec.decode(reply[i + 1].decode(), reply[i + 2], job_id)
+        except CodecError as exc:
+            bad.append((job_id, delivery, exc))
+            continue
+        jobs.append(
+            Job(job_id, parse_id(job_id)[1], body, int(reply[i + 4]), int(reply[i + 5]), delivery)
+        )
+    if not bad:
+        return jobs
+    step: Step = []
+    for job_id, delivery, error in bad:
+        step += _per_queue(ctx, "deadletter", [(job_id, delivery)], (f"undecodable body: {error}",))
+    step += _per_queue(ctx, "release", [(job.id, job.delivery) for job in jobs])
+    yield step
+    raise bad[0][2]
+
+
+# Acting on jobs -------------------------------------------------------------
+
+
+def _ref(job: JobRef) -> tuple[str, int | None]:
+    if isinstance(job, Job):
+        return job.id, job.delivery
+    return job, None
+
+
+def _per_queue(
+    ctx: QueueContext,
+    script: str,
+    jobs: Iterable[tuple[str, int | None]],
+    head: tuple[Any, ...] = (),
+) -> Step:
+    """One call of a multi-job script per queue, all in one step."""
+    groups: dict[str, tuple[list[str], list[Any]]] = {}
+    for job_id, token in jobs:
+        core, queue = parse_id(job_id)
+        keys, args = groups.setdefault(queue, ([], []))
+        keys.append(core)
+        args += (job_id, "" if token is None else token)
+    step: Step = []
+    for queue, (cores, args) in groups.items():
+        qkeys = ctx.keys(queue)
+        step.append(
+            ScriptCall(ctx.script(script), (*qkeys.all(), *map(qkeys.job, cores)), (*head, *args))
+        )
+    return step
+
+
+def _count(ctx: QueueContext, script: str, jobs: Sequence[JobRef]) -> Op[int]:
+    step = _per_queue(ctx, script, map(_ref, jobs))
+    if not step:
+        return 0
+    replies = yield step
+    return sum(int(r[0]) if isinstance(r, list) else int(r) for r in replies)
+
+
+def ackjob(ctx: QueueContext, *jobs: JobRef) -> Op[int]:
+    """Acknowledge jobs as done (they are deleted); return how many were known.
+
+    Pass ``Job`` objects rather than ids to fence the ack: an ack from a
+    delivery that has since been superseded (its lease expired and another
+    consumer got the job) is refused and not counted.
+    """
+    return (yield from _count(ctx, "ackjob", jobs))
+
+
+def fastack(ctx: QueueContext, *jobs: JobRef) -> Op[int]:
+    """Acknowledge jobs (Disque's best-effort ack; on one primary the same as ``ackjob``)."""
+    return (yield from _count(ctx, "ackjob", jobs))
+
+
+def nack(ctx: QueueContext, *jobs: JobRef) -> Op[int]:
+    """Put leased jobs back at the head of their queues at once, counting a nack.
+
+    A job that has had ``max_deliveries`` deliveries goes to the dead letters
+    instead. Returns how many active jobs were nacked.
+    """
+    return (yield from _count(ctx, "nack", jobs))
+
+
+def release(ctx: QueueContext, *jobs: JobRef) -> Op[int]:
+    """Hand leased jobs back unprocessed, as if never delivered (nothing counted)."""
+    return (yield from _count(ctx, "release", jobs))
+
+
+def deadletter(ctx: QueueContext, *jobs: JobRef, reason: str) -> Op[int]:
+    """Move jobs to their queues' dead letters with ``reason``; return how many."""
+    step = _per_queue(ctx, "deadletter", map(_ref, jobs), (reason,))
+    replies = yield step
+    return sum(int(r) for r in replies)
+
+
+def enqueue(ctx: QueueContext, *jobs: JobRef) -> Op[int]:
+    """Queue jobs now, whatever their state (delayed, active, idle, dead)."""
+    return (yield from _count(ctx, "enqueue", jobs))
+
+
+def dequeue(ctx: QueueContext, *jobs: JobRef) -> Op[int]:
+    """Take queued jobs out of their queue (they stay stored, idle)."""
+    return (yield from _count(ctx, "dequeue", jobs))
+
+
+def deljob(ctx: QueueContext, *jobs: JobRef) -> Op[int]:
+    """Delete jobs wherever they are; return how many existed."""
+    return (yield from _count(ctx, "deljob", jobs))
+
+
+def working(ctx: QueueContext, job: JobRef) -> Op[float]:
+    """Extend the lease of a job being worked on; return the seconds granted.
+
+    Raises:
+        JobNotFound: no such job.
+        LeaseLost: the job is not active (or, given a ``Job``, not under its delivery).
+    """
+    job_id, token = _ref(job)
+    core, queue = parse_id(job_id)
+    keys = ctx.keys(queue)
+    call = ScriptCall(
+        ctx.script("working"),
+        (keys.leased, keys.job(core)),
+        (job_id, "" if token is None else token),
+    )
+    return int((yield from single(call))) / 1000
