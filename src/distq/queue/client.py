@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from distq.codec.body import BodyCodec
 from distq.connection.client import AsyncConnection, SyncConnection
@@ -21,6 +21,8 @@ from distq.queue import admin, ops
 from distq.queue.ops import DEFAULT_MAX_PAYLOAD, QueueContext
 
 __all__ = ["AsyncClient", "AsyncPipeline", "Client", "Pipeline", "connect", "connect_async"]
+
+T = TypeVar("T")
 
 
 class Commands:
@@ -69,6 +71,10 @@ class Client(Commands, SyncRunner):
     def _run(self, op: Op[Any]) -> Any:
         return self._conn.run(op)
 
+    def run(self, op: Op[T]) -> T:
+        """Run an op (see :mod:`distq.connection.ops`): how higher layers add commands."""
+        return self._conn.run(op)
+
     @property
     def settings(self) -> ConnectionSettings:
         """Where this client connects."""
@@ -104,6 +110,10 @@ class AsyncClient(Commands, AsyncRunner):
         self._ctx = ctx
 
     async def _run(self, op: Op[Any]) -> Any:
+        return await self._conn.run(op)
+
+    async def run(self, op: Op[T]) -> T:
+        """Run an op (see :mod:`distq.connection.ops`): how higher layers add commands."""
         return await self._conn.run(op)
 
     @property
@@ -219,8 +229,14 @@ def _resolve(
         from distq.connection import embedded
 
         url = embedded.ensure_running()
-    ctx = QueueContext(namespace=namespace, codec=BodyCodec(codec), max_payload=max_payload)
-    return ConnectionSettings.from_url(url), ctx
+    settings = ConnectionSettings.from_url(url)
+    ctx = QueueContext(
+        namespace=namespace,
+        codec=BodyCodec(codec),
+        max_payload=max_payload,
+        wait_slice_s=max(0.01, min(ops.MAX_WAIT_SLICE_S, settings.socket_timeout_s / 2)),
+    )
+    return settings, ctx
 
 
 def connect(

@@ -11,6 +11,7 @@ touches one slot::
     <ns>:{<queue>}:wake      list    a token that wakes one blocked fetcher
     <ns>:{<queue>}:stats     hash    counters: in, out, acked, dead
     <ns>:{<queue>}:j:<core>  hash    one job (fields in docs/protocol.md)
+    <ns>:{<queue>}:r:<core>  list    a task's stored result (one element), with a TTL
 
 A job id is ``D-<core>-<queue>``: ``<core>`` is 24 hex digits (milliseconds,
 a per-process sequence, a per-process random origin), so ids are unique and
@@ -49,7 +50,9 @@ def validate_queue(name: str) -> str:
 class QueueKeys:
     """The keys of one queue in one namespace."""
 
-    __slots__ = ("dead", "delayed", "job_prefix", "leased", "name", "ready", "stats", "wake")
+    __slots__ = (
+        "dead", "delayed", "job_prefix", "leased", "name", "ready", "result_prefix", "stats", "wake",
+    )
 
     def __init__(self, namespace: str, queue: str) -> None:
         base = f"{namespace}:{{{validate_queue(queue)}}}:"
@@ -61,6 +64,7 @@ class QueueKeys:
         self.wake = base + "wake"
         self.stats = base + "stats"
         self.job_prefix = base + "j:"
+        self.result_prefix = base + "r:"
 
     def all(self) -> tuple[str, str, str, str, str, str]:
         """The six queue keys in the order the scripts take them."""
@@ -69,6 +73,10 @@ class QueueKeys:
     def job(self, core: str) -> str:
         """The key of the job with this core."""
         return self.job_prefix + core
+
+    def result(self, core: str) -> str:
+        """The key of the stored result of the job with this core."""
+        return self.result_prefix + core
 
 
 def job_key(namespace: str, job_id: str) -> str:

@@ -49,6 +49,8 @@ class QueueContext:
     codec: BodyCodec = field(default_factory=BodyCodec)
     max_payload: int = DEFAULT_MAX_PAYLOAD
     scripts: dict[str, Script] | None = None
+    #: Longest single blocking command; kept below the connection's socket timeout.
+    wait_slice_s: float = MAX_WAIT_SLICE_S
 
     def script(self, name: str) -> Script:
         """The loaded script ``name``."""
@@ -249,10 +251,10 @@ def getjob(
         reply = yield from single(call)
         if len(reply) > 1:
             return (yield from _decode_jobs(ctx, reply))
-        remaining = MAX_WAIT_SLICE_S if deadline is None else deadline - time.monotonic()
+        remaining = ctx.wait_slice_s if deadline is None else deadline - time.monotonic()
         if nohang or remaining <= 0:
             return []
-        slice_s = min(remaining, MAX_WAIT_SLICE_S)
+        slice_s = min(remaining, ctx.wait_slice_s)
         next_due_ms = int(reply[0])
         if next_due_ms >= 0:
             slice_s = min(slice_s, max(next_due_ms, 1) / 1000)
@@ -314,8 +316,10 @@ def _per_queue(
     return step
 
 
-def _count(ctx: QueueContext, script: str, jobs: Sequence[JobRef]) -> Op[int]:
-    step = _per_queue(ctx, script, map(_ref, jobs))
+def _count(
+    ctx: QueueContext, script: str, jobs: Sequence[JobRef], head: tuple[Any, ...] = ()
+) -> Op[int]:
+    step = _per_queue(ctx, script, map(_ref, jobs), head)
     if not step:
         return 0
     replies = yield step
@@ -327,7 +331,9 @@ def ackjob(ctx: QueueContext, *jobs: JobRef) -> Op[int]:
 
     Pass ``Job`` objects rather than ids to fence the ack: an ack from a
     delivery that has since been superseded (its lease expired and another
-    consumer got the job) is refused and not counted.
+    consumer got the job) is refused and not counted. An ack from the latest
+    delivery is accepted even after its lease expired, as long as nobody
+    fetched the job since: the work was done, so the job is done.
     """
     return (yield from _count(ctx, "ackjob", jobs))
 
@@ -337,13 +343,14 @@ def fastack(ctx: QueueContext, *jobs: JobRef) -> Op[int]:
     return (yield from _count(ctx, "ackjob", jobs))
 
 
-def nack(ctx: QueueContext, *jobs: JobRef) -> Op[int]:
+def nack(ctx: QueueContext, *jobs: JobRef, reason: str = "nacked") -> Op[int]:
     """Put leased jobs back at the head of their queues at once, counting a nack.
 
     A job that has had ``max_deliveries`` deliveries goes to the dead letters
-    instead. Returns how many active jobs were nacked.
+    instead, with ``reason`` (and the delivery count) kept. Returns how many
+    active jobs were nacked.
     """
-    return (yield from _count(ctx, "nack", jobs))
+    return (yield from _count(ctx, "nack", jobs, (reason,)))
 
 
 def release(ctx: QueueContext, *jobs: JobRef) -> Op[int]:
@@ -353,9 +360,7 @@ def release(ctx: QueueContext, *jobs: JobRef) -> Op[int]:
 
 def deadletter(ctx: QueueContext, *jobs: JobRef, reason: str) -> Op[int]:
     """Move jobs to their queues' dead letters with ``reason``; return how many."""
-    step = _per_queue(ctx, "deadletter", map(_ref, jobs), (reason,))
-    replies = yield step
-    return sum(int(r) for r in replies)
+    return (yield from _count(ctx, "deadletter", jobs, (reason,)))
 
 
 def enqueue(ctx: QueueContext, *jobs: JobRef) -> Op[int]:
