@@ -21,6 +21,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_queue.py
+	$(BIN)/python bench/bench_tasks.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples

@@ -5,7 +5,9 @@ Layers, each a package folder; a lower layer never imports a higher one:
 1. ``connection``: URLs, the embedded default server, reconnects, scripts;
 2. ``codec``: bodies, results and errors as bytes;
 3. ``queue``: Disque's job model (addjob, getjob, ackjob, nack, …);
-4. ``ops``: the command line.
+4. ``endpoints``: tasks (an :class:`App` and its ``@app.task`` functions);
+5. ``runtime``: the forking pool (:mod:`distq.pool`) and ``distq worker``;
+6. ``ops``: the command line.
 
 Start with :func:`connect` (or :func:`connect_async`)::
 
@@ -17,10 +19,13 @@ Start with :func:`connect` (or :func:`connect_async`)::
 """
 
 from distq.connection.url import ConnectionSettings as ConnectionSettings
+from distq.endpoints.app import App as App
+from distq.endpoints.task import Task as Task
+from distq.endpoints.task import TaskHandle as TaskHandle
+from distq.endpoints.task import TaskOptions as TaskOptions
 from distq.errors import AuthenticationError as AuthenticationError
 from distq.errors import CodecError as CodecError
 from distq.errors import ConnectionFailed as ConnectionFailed
-from distq.errors import ConnectionLost as ConnectionLost
 from distq.errors import DistqError as DistqError
 from distq.errors import EmbeddedServerError as EmbeddedServerError
 from distq.errors import InvalidArgument as InvalidArgument
@@ -32,9 +37,13 @@ from distq.errors import PayloadTooLarge as PayloadTooLarge
 from distq.errors import PermissionDenied as PermissionDenied
 from distq.errors import QueueError as QueueError
 from distq.errors import QueueFull as QueueFull
+from distq.errors import RemoteError as RemoteError
 from distq.errors import ServerError as ServerError
 from distq.errors import ServerUnavailable as ServerUnavailable
+from distq.errors import SoftTimeLimit as SoftTimeLimit
+from distq.errors import Stop as Stop
 from distq.errors import Timeout as Timeout
+from distq.errors import WorkerLost as WorkerLost
 from distq.queue.client import AsyncClient as AsyncClient
 from distq.queue.client import AsyncPipeline as AsyncPipeline
 from distq.queue.client import Client as Client
@@ -47,6 +56,11 @@ from distq.queue.job import JobState as JobState
 __version__ = "0.1.0"
 
 __all__ = [
+    # Apps and tasks
+    "App",
+    "Task",
+    "TaskHandle",
+    "TaskOptions",
     # Clients
     "AsyncClient",
     "AsyncPipeline",
@@ -63,7 +77,6 @@ __all__ = [
     "AuthenticationError",
     "CodecError",
     "ConnectionFailed",
-    "ConnectionLost",
     "DistqError",
     "EmbeddedServerError",
     "InvalidArgument",
@@ -75,7 +88,11 @@ __all__ = [
     "PermissionDenied",
     "QueueError",
     "QueueFull",
+    "RemoteError",
     "ServerError",
     "ServerUnavailable",
+    "SoftTimeLimit",
+    "Stop",
     "Timeout",
+    "WorkerLost",
 ]

@@ -5,8 +5,7 @@ translated at the connection layer (``raise … from exc`` keeps the cause)::
 
     DistqError
     ├── ConnectionFailed          the server could not be used
-    │   ├── ServerUnavailable     no connection within the retry budget
-    │   └── ConnectionLost        broke after a non-idempotent command was sent
+    │   └── ServerUnavailable     no connection within the retry budget
     ├── AuthenticationError       wrong password or unknown ACL user (never retried)
     ├── PermissionDenied          the ACL user may not run a command or touch a key
     ├── ServerError               any other error reply from the server
@@ -21,6 +20,7 @@ translated at the connection layer (``raise … from exc`` keeps the cause)::
     ├── CodecError                a body could not be encoded or decoded
     │   └── PayloadTooLarge       a body over the configured size limit
     ├── RemoteError               code run elsewhere raised (type, message, traceback)
+    ├── SoftTimeLimit             raised inside a task that ran past its soft time limit
     ├── WorkerLost                the process running a job died before answering
     ├── EmbeddedServerError       the private default server could not be run
     └── Stop                      raised by a pool's producer to end the pool
@@ -32,7 +32,6 @@ __all__ = [
     "AuthenticationError",
     "CodecError",
     "ConnectionFailed",
-    "ConnectionLost",
     "DistqError",
     "EmbeddedServerError",
     "InvalidArgument",
@@ -47,6 +46,7 @@ __all__ = [
     "RemoteError",
     "ServerError",
     "ServerUnavailable",
+    "SoftTimeLimit",
     "Stop",
     "Timeout",
     "WorkerLost",
@@ -63,14 +63,6 @@ class ConnectionFailed(DistqError):
 
 class ServerUnavailable(ConnectionFailed):
     """No connection could be made within the retry budget."""
-
-
-class ConnectionLost(ConnectionFailed):
-    """The connection broke after a command that is unsafe to resend was sent.
-
-    The command may or may not have run on the server; distq does not resend
-    it, so that a job is never added twice behind the caller's back.
-    """
 
 
 class AuthenticationError(DistqError):
@@ -181,6 +173,10 @@ class RemoteError(DistqError):
         return cls(
             str(data.get("type", "?")), str(data.get("message", "")), str(data.get("traceback", ""))
         )
+
+
+class SoftTimeLimit(DistqError):
+    """Raised inside a task that ran past its ``soft_time_limit``: clean up and return."""
 
 
 class WorkerLost(DistqError):

@@ -83,9 +83,10 @@ def test_permission_denied_is_typed(url: str, namespace: str) -> None:
         admin.acl_setuser(user, enabled=True, passwords=["+ropw"], commands=["+@read", "+ping"],
                           keys=["*"])
         ro = settings.replace(username=user, password="ropw").to_url()
-        with distq.connect(ro, namespace=namespace) as client:
-            with pytest.raises(distq.PermissionDenied):
-                client.addjob("acl", "x")
+        with distq.connect(ro, namespace=namespace) as client, pytest.raises(
+            distq.PermissionDenied
+        ):
+            client.addjob("acl", "x")
         wrong = settings.replace(username=user, password="nope").to_url()
         with distq.connect(wrong, namespace=namespace) as client, pytest.raises(
             distq.AuthenticationError
@@ -93,4 +94,24 @@ def test_permission_denied_is_typed(url: str, namespace: str) -> None:
             client.qlen("acl")
     finally:
         admin.acl_deluser(user)
+        admin.close()
+
+
+def test_pipeline_runs_in_order_when_its_scripts_are_new_to_the_server(
+    url: str, namespace: str
+) -> None:
+    settings = ConnectionSettings.from_url(url)
+    admin = redis.Redis(host=settings.host, port=settings.port, password=settings.password)
+    try:
+        admin.script_flush()
+        with distq.connect(url, namespace=namespace) as other:
+            other.qlen("ordered")  # the server now knows one of the scripts
+        with distq.connect(url, namespace=namespace) as client:
+            with client.pipeline() as pipe:
+                pipe.addjob("ordered", "a")
+                pipe.qlen("ordered")
+                pipe.addjob("ordered", "b")
+                pipe.qlen("ordered")
+            assert pipe.results[1] == 1 and pipe.results[3] == 2
+    finally:
         admin.close()

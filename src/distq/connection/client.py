@@ -12,7 +12,9 @@ resend: job ids are made by the client, so a resent ``addjob`` finds its job
 already there, and a resent ``getjob`` at worst leaves a job leased to nobody
 until its lease brings it back. A wrong password is never retried, and a
 server that stops answering gives :class:`~distq.errors.Timeout` rather than a
-retry storm.
+retry storm. Any other redis-py error (such as ``InvalidResponse`` from a peer
+that does not speak the Redis protocol) becomes :class:`~distq.errors.ServerError`;
+no redis-py exception reaches the caller.
 
 Every request and reply can be logged at DEBUG level on the ``distq.wire``
 logger (cl-disque's ``*echo-p*``); passwords never appear there.
@@ -34,6 +36,7 @@ from redis.exceptions import (
 )
 from redis.exceptions import (
     AuthorizationError,
+    InvalidResponse,
     NoPermissionError,
     NoScriptError,
     OutOfMemoryError,
@@ -80,9 +83,20 @@ def translate(exc: RedisError, settings: ConnectionSettings) -> errors.DistqErro
     if isinstance(exc, OutOfMemoryError):
         return errors.OutOfMemory(message)
     if isinstance(exc, RedisTimeoutError):
+        if message.startswith("Timeout connecting"):
+            return errors.Timeout(
+                f"{where}: no connection within {settings.connect_timeout_s} s (connect_timeout)"
+            )
         return errors.Timeout(f"{where}: no reply within {settings.socket_timeout_s} s")
     if isinstance(exc, RedisConnectionError):
         return errors.ServerUnavailable(f"{where}: {message}")
+    if isinstance(exc, InvalidResponse):
+        return errors.ServerError(
+            f"{where}: the reply is not the Redis protocol (is this a Redis/Valkey "
+            f"server?): {message}"
+        )
+    if not isinstance(exc, ResponseError):
+        return errors.ServerError(f"{where}: {type(exc).__name__}: {message}")
     head, _, rest = message.partition(" ")
     kind = _SCRIPT_ERRORS.get(head)
     if kind is not None:
@@ -187,6 +201,32 @@ class _Base:
 
     def __init__(self, settings: ConnectionSettings) -> None:
         self.settings = settings
+        #: SHAs of the scripts known to be loaded on the server.
+        self._loaded: set[str] = set()
+
+    def _queue_step(self, pipe: Any, step: Step) -> int:
+        """Queue a step on a pipeline, preceded by SCRIPT LOAD of any script the
+        server may not know, so that every command runs in order; returns how
+        many replies to skip."""
+        missing = {
+            r.script.sha: r.script.source
+            for r in step
+            if isinstance(r, ScriptCall) and r.script.sha not in self._loaded
+        }
+        for source in missing.values():
+            pipe.execute_command("SCRIPT", "LOAD", source)
+        for request in step:
+            pipe.execute_command(*_wire_args(request))
+        self._loaded.update(missing)
+        return len(missing)
+
+    def _noscript(self, replies: list[Any]) -> list[int]:
+        """Indexes of replies that say the server lost its scripts (a restart or a
+        SCRIPT FLUSH): those calls are resent one by one with EVAL."""
+        lost = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if lost:
+            self._loaded.clear()
+        return lost
 
     def _before(self, step: Step) -> None:
         if wire.isEnabledFor(logging.DEBUG):
@@ -239,17 +279,17 @@ class SyncConnection(_Base):
                 return self._after(step, self._send(step))
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 time.sleep(backoff.next_delay(exc))
+            except RedisError as exc:  # e.g. InvalidResponse: a peer that is not Redis
+                raise translate(exc, self.settings) from exc
 
     def _send(self, step: Step) -> list[Any]:
         if len(step) == 1:
             return [self._one(step[0])]
         pipe: Any = self.redis.pipeline(transaction=False)
-        for request in step:
-            pipe.execute_command(*_wire_args(request))
-        replies = pipe.execute(raise_on_error=False)
-        for index, reply in enumerate(replies):
-            if isinstance(reply, NoScriptError):
-                replies[index] = self._one(step[index])
+        loads = self._queue_step(pipe, step)
+        replies = pipe.execute(raise_on_error=False)[loads:]
+        for index in self._noscript(replies):
+            replies[index] = self._one(step[index])
         return list(replies)
 
     def _one(self, request: Request) -> Any:
@@ -257,9 +297,12 @@ class SyncConnection(_Base):
             if isinstance(request, Command):
                 return self._execute(*request.args)
             try:
-                return self._execute(*_wire_args(request))
+                reply = self._execute(*_wire_args(request))
             except NoScriptError:
-                return self._execute(*_eval_args(request))
+                self._loaded.clear()
+                reply = self._execute(*_eval_args(request))
+            self._loaded.add(request.script.sha)
+            return reply
         except ResponseError as exc:
             return exc
 
@@ -305,17 +348,17 @@ class AsyncConnection(_Base):
                 return self._after(step, await self._send(step))
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 await asyncio.sleep(backoff.next_delay(exc))
+            except RedisError as exc:  # e.g. InvalidResponse: a peer that is not Redis
+                raise translate(exc, self.settings) from exc
 
     async def _send(self, step: Step) -> list[Any]:
         if len(step) == 1:
             return [await self._one(step[0])]
-        pipe = self.redis.pipeline(transaction=False)
-        for request in step:
-            pipe.execute_command(*_wire_args(request))
-        replies = await pipe.execute(raise_on_error=False)
-        for index, reply in enumerate(replies):
-            if isinstance(reply, NoScriptError):
-                replies[index] = await self._one(step[index])
+        pipe: Any = self.redis.pipeline(transaction=False)
+        loads = self._queue_step(pipe, step)
+        replies = (await pipe.execute(raise_on_error=False))[loads:]
+        for index in self._noscript(replies):
+            replies[index] = await self._one(step[index])
         return list(replies)
 
     async def _one(self, request: Request) -> Any:
@@ -323,8 +366,11 @@ class AsyncConnection(_Base):
             if isinstance(request, Command):
                 return await self._execute(*request.args)
             try:
-                return await self._execute(*_wire_args(request))
+                reply = await self._execute(*_wire_args(request))
             except NoScriptError:
-                return await self._execute(*_eval_args(request))
+                self._loaded.clear()
+                reply = await self._execute(*_eval_args(request))
+            self._loaded.add(request.script.sha)
+            return reply
         except ResponseError as exc:
             return exc

@@ -35,13 +35,22 @@ class Script:
         return cls(name, source, hashlib.sha1(source).hexdigest())
 
 
-def load_scripts(package: str) -> dict[str, Script]:
-    """Every ``lua/*.lua`` file of ``package``, by name, with ``_lib.lua`` prepended."""
+def _lua_files(package: str) -> dict[str, bytes]:
     folder = resources.files(package).joinpath("lua")
-    files = {
+    return {
         entry.name: entry.read_bytes() for entry in folder.iterdir() if entry.name.endswith(".lua")
     }
-    lib = files.pop(_LIB, b"")
+
+
+def load_scripts(package: str, *, lib_from: str | None = None) -> dict[str, Script]:
+    """Every ``lua/*.lua`` file of ``package``, by name, with ``_lib.lua`` prepended.
+
+    ``lib_from`` names another package whose ``_lib.lua`` comes first, so a
+    higher layer's scripts can use the queue scripts' helpers.
+    """
+    files = _lua_files(package)
+    lib = _lua_files(lib_from).get(_LIB, b"") if lib_from else b""
+    lib += files.pop(_LIB, b"")
     return {
         name.removesuffix(".lua"): Script.from_source(name.removesuffix(".lua"), lib + source)
         for name, source in sorted(files.items())

@@ -7,8 +7,9 @@ Accepted forms::
     unix:///path/to/socket[?db=N&password=…]
 
 Options in the query string: ``db``, ``password``, ``username``,
-``connect_timeout`` and ``socket_timeout`` (seconds), ``retries`` (connection
-attempts before giving up), ``ssl_ca_certs``, ``ssl_certfile``,
+``connect_timeout`` and ``socket_timeout`` (seconds), ``retries`` (how many
+times a broken connection is retried after the first attempt before giving
+up: ``retries=0`` makes one attempt only), ``ssl_ca_certs``, ``ssl_certfile``,
 ``ssl_keyfile``, ``ssl_cert_reqs`` (``required``, ``optional`` or ``none``).
 An unknown option is an error: a misspelt setting never vanishes silently.
 """
@@ -59,7 +60,8 @@ class ConnectionSettings:
     connect_timeout_s: float = 5.0
     #: Seconds to wait for any reply; blocking waits are sliced below this.
     socket_timeout_s: float = 30.0
-    #: Connection attempts (with exponential backoff) before ServerUnavailable.
+    #: Retries after the first connection attempt (with exponential backoff)
+    #: before ServerUnavailable: ``retries + 1`` attempts in all.
     retries: int = 5
 
     @classmethod

@@ -7,7 +7,7 @@ from typing import Any
 from distq.connection.ops import Command, Op, ScriptCall, single
 from distq.errors import CodecError, InvalidArgument
 from distq.queue.job import Job, JobState
-from distq.queue.keys import QueueKeys, parse_id
+from distq.queue.keys import QueueKeys, parse_id, validate_queue
 from distq.queue.ops import QueueContext
 
 __all__ = ["deadletters", "hello", "info", "jscan", "qlen", "qpeek", "qscan", "qstat", "show"]
@@ -98,7 +98,8 @@ def show(ctx: QueueContext, job_id: str) -> Op[dict[str, Any] | None]:
 
     Keys: ``id``, ``queue``, ``state``, ``ctime`` (epoch seconds), ``delay``,
     ``retry``, ``ttl`` (seconds left to live, ``None`` if it does not expire),
-    ``max_deliveries``, ``deliveries``, ``nacks``, ``additional_deliveries``,
+    ``max_deliveries``, ``deliveries`` (fetches, less the ones released:
+    what counts towards ``max_deliveries``), ``nacks``, ``additional_deliveries``,
     ``next_requeue_within`` (seconds until the lease ends, for an active
     job), ``next_awake_within`` (for a delayed job), ``reason`` (for a dead
     one) and ``body``.
@@ -126,7 +127,7 @@ def show(ctx: QueueContext, job_id: str) -> Op[dict[str, Any] | None]:
         "retry": int(retry) / 1000,
         "ttl": None if pttl < 0 else pttl / 1000,
         "max_deliveries": int(maxdel) or None,
-        "deliveries": int(fields.get("d", 0)),
+        "deliveries": int(fields.get("d", 0)) - int(fields.get("u", 0)),
         "nacks": int(fields.get("n", 0)),
         "additional_deliveries": int(fields.get("a", 0)),
         "next_requeue_within": _within(reply[2], now_ms),
@@ -163,19 +164,40 @@ def jscan(
 
     Start with cursor 0 and call again with the returned cursor until it is 0
     (``busyloop=True`` does that in one call). ``queue`` and ``state`` filter.
+
+    Raises:
+        InvalidArgument: a bad queue name, or a state that is not a ``JobState``.
     """
-    pattern = f"{ctx.namespace}:{{{queue}}}:j:*" if queue else f"{ctx.namespace}:{{*}}:j:*"
+    wanted = None if state is None else _job_state(state)
+    namespace = _glob_escape(ctx.namespace)
+    pattern = (
+        f"{namespace}:{{{validate_queue(queue)}}}:j:*"
+        if queue is not None
+        else f"{namespace}:{{*}}:j:*"
+    )
     cursor, keys = yield from _scan(pattern, cursor, count, busyloop)
     ids = [_key_to_id(key.decode()) for key in keys]
-    if state is None or not ids:
+    if wanted is None or not ids:
         return cursor, ids
-    wanted = JobState(state)
     states = yield [Command(("HGET", key, "s")) for key in keys]
     return cursor, [
         job_id
         for job_id, code in zip(ids, states, strict=True)
         if code is not None and JobState.from_code(code.decode()) == wanted
     ]
+
+
+def _job_state(state: str | JobState) -> JobState:
+    try:
+        return JobState(state)
+    except ValueError:
+        names = ", ".join(repr(s.value) for s in JobState)
+        raise InvalidArgument(f"unknown job state {state!r}: use one of {names}") from None
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally in a ``SCAN MATCH`` pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def _key_to_id(key: str) -> str:
@@ -199,7 +221,8 @@ def qscan(
     filter on the number of waiting jobs.
     """
     prefix = f"{ctx.namespace}:{{"
-    cursor, keys = yield from _scan(prefix + "*}:stats", cursor, count, busyloop)
+    pattern = f"{_glob_escape(ctx.namespace)}:{{*}}:stats"
+    cursor, keys = yield from _scan(pattern, cursor, count, busyloop)
     names = sorted(key.decode()[len(prefix) : -len("}:stats")] for key in keys)
     if (minlen is None and maxlen is None) or not names:
         return cursor, names

@@ -24,6 +24,9 @@ __all__ = ["AsyncClient", "AsyncPipeline", "Client", "Pipeline", "connect", "con
 
 T = TypeVar("T")
 
+#: The namespace when neither the argument nor ``DISTQ_NAMESPACE`` gives one.
+DEFAULT_NAMESPACE = "distq"
+
 
 class Commands:
     """The Disque command set (each name a Disque command in lower case)."""
@@ -218,9 +221,14 @@ def _outcomes(stepper: Any, raise_on_error: bool) -> list[Any]:
     return results
 
 
-def _resolve(
-    url: str | None, namespace: str, codec: str, max_payload: int
+def resolve_settings(
+    url: str | None, namespace: str | None, codec: str, max_payload: int
 ) -> tuple[ConnectionSettings, QueueContext]:
+    """Where to connect (argument, else ``DISTQ_URL``, else the embedded
+    server) and the op context that goes with it, in ``namespace`` (argument,
+    else ``DISTQ_NAMESPACE``, else ``"distq"``)."""
+    if namespace is None:
+        namespace = os.environ.get("DISTQ_NAMESPACE") or DEFAULT_NAMESPACE
     if not namespace or any(c in namespace for c in "{} "):
         raise InvalidArgument(f"bad namespace {namespace!r}")
     if url is None:
@@ -242,7 +250,7 @@ def _resolve(
 def connect(
     url: str | None = None,
     *,
-    namespace: str = "distq",
+    namespace: str | None = None,
     codec: str = "json",
     max_payload: int = DEFAULT_MAX_PAYLOAD,
 ) -> Client:
@@ -252,21 +260,23 @@ def connect(
         url: ``redis://``, ``rediss://`` or ``unix://`` URL. ``None``: the
             ``DISTQ_URL`` environment variable, else the embedded default
             server (started on first use).
-        namespace: prefix of every key distq writes.
+        namespace: prefix of every key distq writes. ``None``: the
+            ``DISTQ_NAMESPACE`` environment variable if set and not empty,
+            else ``"distq"``.
         codec: ``"json"`` or ``"msgpack"``, for bodies that are not bytes/str.
         max_payload: the largest encoded body accepted, in bytes.
     """
-    settings, ctx = _resolve(url, namespace, codec, max_payload)
+    settings, ctx = resolve_settings(url, namespace, codec, max_payload)
     return Client(SyncConnection(settings), ctx)
 
 
 def connect_async(
     url: str | None = None,
     *,
-    namespace: str = "distq",
+    namespace: str | None = None,
     codec: str = "json",
     max_payload: int = DEFAULT_MAX_PAYLOAD,
 ) -> AsyncClient:
     """An asyncio client; takes the arguments of :func:`connect`."""
-    settings, ctx = _resolve(url, namespace, codec, max_payload)
+    settings, ctx = resolve_settings(url, namespace, codec, max_payload)
     return AsyncClient(AsyncConnection(settings), ctx)

@@ -43,9 +43,11 @@ class Job:
         body: the decoded body.
         nacks: how many times it was nacked.
         additional_deliveries: how many times its lease expired and it came back.
-        delivery: which delivery of the job this is (1 for the first). Passing
-            the Job (not just its id) to ``ackjob``/``nack``/``working`` fences
-            the call: it is refused if the job was delivered again since.
+        delivery: the job's delivery number: 1 for the first fetch, higher
+            for every later one (a fetch handed back with ``release``
+            included, so numbers never repeat). Passing the Job (not just its
+            id) to ``ackjob``/``nack``/``working`` fences the call: it is
+            refused if the job was delivered again since.
         reason: for a dead-lettered job, why it was dead-lettered.
     """
 

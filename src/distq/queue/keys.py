@@ -31,7 +31,9 @@ __all__ = ["QueueKeys", "job_key", "new_id", "parse_id", "validate_queue"]
 
 #: Longest queue name accepted.
 MAX_QUEUE_NAME = 200
-_BAD_QUEUE_CHARS = re.compile(r"[{}\s\x00-\x1f\x7f]")
+#: Braces (the hash tag), whitespace, control characters, and the glob
+#: characters of ``SCAN MATCH`` (a pattern naming the queue must match it alone).
+_BAD_QUEUE_CHARS = re.compile(r"[{}*?\[\]\\\s\x00-\x1f\x7f]")
 _CORE = re.compile(r"[0-9a-f]{24}")
 
 
@@ -42,7 +44,7 @@ def validate_queue(name: str) -> str:
     if len(name) > MAX_QUEUE_NAME or _BAD_QUEUE_CHARS.search(name):
         raise InvalidArgument(
             f"bad queue name {name[:40]!r}: at most {MAX_QUEUE_NAME} characters, "
-            "no braces, spaces or control characters"
+            "no braces, whitespace, control characters or glob characters (* ? [ ] \\)"
         )
     return name
 
@@ -51,7 +53,15 @@ class QueueKeys:
     """The keys of one queue in one namespace."""
 
     __slots__ = (
-        "dead", "delayed", "job_prefix", "leased", "name", "ready", "result_prefix", "stats", "wake",
+        "dead",
+        "delayed",
+        "job_prefix",
+        "leased",
+        "name",
+        "ready",
+        "result_prefix",
+        "stats",
+        "wake",
     )
 
     def __init__(self, namespace: str, queue: str) -> None:

@@ -9,6 +9,7 @@ from the server.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,9 @@ Duration = float | int | timedelta
 JobRef = str | Job
 
 _SCRIPTS = load_scripts("distq.queue")
+
+#: Where the queue layer logs (refused stale acks).
+log = logging.getLogger("distq.queue")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +98,8 @@ def addjob(
         delay: seconds before the job can be fetched.
         retry: the lease: seconds after a fetch before an unacknowledged job
             is queued again. ``0`` makes the job at-most-once.
-        ttl: seconds the job lives at most, whatever its state.
+        ttl: seconds the job lives at most, whatever its state; more than
+            0 and more than ``delay``.
         maxlen: refuse the job with ``QueueFull`` if the queue already holds
             this many jobs.
         max_deliveries: after this many deliveries a nacked job, or one whose
@@ -104,6 +109,8 @@ def addjob(
         async_: return at once, letting replication happen in the background.
 
     Raises:
+        InvalidArgument: a bad queue name, a negative duration, ``ttl`` of
+            0, or ``delay`` not shorter than ``ttl`` (all as Disque).
         QueueFull: ``maxlen`` would be exceeded.
         PayloadTooLarge: the encoded body is over ``max_payload``.
         NotReplicated: fewer than ``replicate`` replicas confirmed in time.
@@ -144,11 +151,19 @@ def addjobs(
     the jobs are added all together or not at all.
     """
     keys = ctx.keys(queue)
+    ttl_ms = seconds_to_ms(ttl, "ttl")
+    delay_ms = seconds_to_ms(delay, "delay")
+    if ttl_ms <= 0:
+        raise InvalidArgument(f"ttl must be at least 1 ms, not {ttl!r}")
+    if delay_ms >= ttl_ms:
+        raise InvalidArgument(
+            f"delay ({delay!r}) must be shorter than ttl ({ttl!r}): the job would expire first"
+        )
     options = (
         maxlen or 0,
         seconds_to_ms(retry, "retry"),
-        max(1, seconds_to_ms(ttl, "ttl")),
-        seconds_to_ms(delay, "delay"),
+        ttl_ms,
+        delay_ms,
         _max_deliveries(max_deliveries),
     )
     ids: list[str] = []
@@ -323,7 +338,19 @@ def _count(
     if not step:
         return 0
     replies = yield step
-    return sum(int(r[0]) if isinstance(r, list) else int(r) for r in replies)
+    return sum(int(r) for r in replies)
+
+
+def _ack(ctx: QueueContext, jobs: Sequence[JobRef]) -> Op[int]:
+    step = _per_queue(ctx, "ackjob", map(_ref, jobs))
+    if not step:
+        return 0
+    replies = yield step
+    acked = sum(int(reply[0]) for reply in replies)
+    stale = sum(int(reply[1]) for reply in replies)
+    if stale:
+        log.warning("refused %d stale ack(s): the job was delivered again since", stale)
+    return acked
 
 
 def ackjob(ctx: QueueContext, *jobs: JobRef) -> Op[int]:
@@ -331,16 +358,17 @@ def ackjob(ctx: QueueContext, *jobs: JobRef) -> Op[int]:
 
     Pass ``Job`` objects rather than ids to fence the ack: an ack from a
     delivery that has since been superseded (its lease expired and another
-    consumer got the job) is refused and not counted. An ack from the latest
-    delivery is accepted even after its lease expired, as long as nobody
-    fetched the job since: the work was done, so the job is done.
+    consumer got the job) is refused, not counted, and logged as a WARNING
+    on the ``distq.queue`` logger. An ack from the latest delivery is
+    accepted even after its lease expired, as long as nobody fetched the job
+    since: the work was done, so the job is done.
     """
-    return (yield from _count(ctx, "ackjob", jobs))
+    return (yield from _ack(ctx, jobs))
 
 
 def fastack(ctx: QueueContext, *jobs: JobRef) -> Op[int]:
     """Acknowledge jobs (Disque's best-effort ack; on one primary the same as ``ackjob``)."""
-    return (yield from _count(ctx, "ackjob", jobs))
+    return (yield from _ack(ctx, jobs))
 
 
 def nack(ctx: QueueContext, *jobs: JobRef, reason: str = "nacked") -> Op[int]:
@@ -354,7 +382,12 @@ def nack(ctx: QueueContext, *jobs: JobRef, reason: str = "nacked") -> Op[int]:
 
 
 def release(ctx: QueueContext, *jobs: JobRef) -> Op[int]:
-    """Hand leased jobs back unprocessed, as if never delivered (nothing counted)."""
+    """Hand leased jobs back unprocessed, as if never delivered.
+
+    The fetch is not counted as a delivery (``show``'s ``deliveries``,
+    ``max_deliveries``), but its delivery number is never reused: the next
+    fetch gets a higher one, so the released ``Job`` stays fenced off.
+    """
     return (yield from _count(ctx, "release", jobs))
 
 

@@ -12,6 +12,8 @@ from distq import __version__
 from distq.ops.cli.common import DistqGroup, State, configure_logging
 from distq.ops.cli.queue import COMMANDS
 from distq.ops.cli.server import server
+from distq.ops.cli.worker import worker
+from distq.ops.cli.workers import ctl, workers
 
 __all__ = ["cli", "main"]
 
@@ -56,6 +58,9 @@ def cli(ctx: click.Context, url: str | None, namespace: str, as_json: bool, verb
 for _command in COMMANDS:
     cli.add_command(_command)
 cli.add_command(server)
+cli.add_command(worker)
+cli.add_command(workers)
+cli.add_command(ctl)
 
 
 def main() -> None:

@@ -3,8 +3,10 @@
 -- A job is a hash at KEY = <ns>:{<queue>}:j:<core>, where the job id is
 -- "D-<core>-<queue>" and <core> is 24 hex digits (time, sequence, origin).
 -- Fields: b body, m meta "<fmt> <ctime_ms> <retry_ms> <ttl_ms> <delay_ms> <maxdel>",
--- s state (q queued, a active, d delayed, i idle, x dead), d deliveries,
--- n nacks, a additional deliveries, r dead-letter reason.
+-- s state (q queued, a active, d delayed, i idle, x dead), d deliveries (every
+-- fetch, released ones included: strictly increasing, the fencing token),
+-- u releases (fetches handed back uncounted), n nacks, a additional deliveries,
+-- r dead-letter reason. The deliveries that count are d - u.
 -- Every queue key and every job key of one queue share the hash tag {<queue>},
 -- so each script touches one cluster slot. Job keys are formed here from the
 -- queue's job-key prefix (passed in ARGV) because the ids popped from a list
@@ -49,13 +51,19 @@ local function wake(ready, wakekey)
   end
 end
 
+-- The deliveries that count: every fetch (d) less the ones released (u).
+local function counted_deliveries(jobkey)
+  local f = redis.call('HMGET', jobkey, 'd', 'u')
+  return tonumber(f[1] or '0') - tonumber(f[2] or '0')
+end
+
 -- Put a job back at the head of its queue after a nack or a lost lease, or
 -- dead-letter it when it has been delivered max-deliveries times.
 local function bounce(jobkey, id, ready, dead, stats, counter, why, now)
   redis.call('HINCRBY', jobkey, counter, 1)
   local meta = job_meta(jobkey)
   local maxdel = tonumber(meta[6])
-  local delivered = tonumber(redis.call('HGET', jobkey, 'd') or '0')
+  local delivered = counted_deliveries(jobkey)
   if maxdel > 0 and delivered >= maxdel then
     dead_letter(jobkey, id, dead, stats,
       why .. ' after ' .. delivered .. ' deliveries (max_deliveries=' .. maxdel .. ')', now)

@@ -1,12 +1,13 @@
 -- qpeek: look at jobs of a list (the ready list or the dead letters) without
 -- leasing them. A positive count looks from the oldest, a negative one from
--- the newest (newest first).
+-- the newest (newest first); a count of 0 looks at nothing.
 -- KEYS: 1 the list
 -- ARGV: 1 count, 2 job-key prefix
--- Reply: { id1, fmt1, body1, deliveries1, nacks1, additional1, reason1, … }
+-- Reply: { id1, fmt1, body1, delivery1 (d), nacks1, additional1, reason1, … }
 local count = tonumber(ARGV[1])
+if count == 0 then return {} end
 local ids
-if count >= 0 then
+if count > 0 then
   ids = redis.call('LRANGE', KEYS[1], 0, count - 1)
 else
   ids = redis.call('LRANGE', KEYS[1], count, -1)

@@ -1,0 +1,403 @@
+"""A tour of distq: the queue, then tasks run by ``distq worker``.
+
+Run it with ``make demo`` (or ``python examples/demo.py``). It uses the
+embedded default server, started on first use (or ``DISTQ_URL`` if set).
+
+1. The queue: bulk enqueue, two consumer processes, failure handling, on a
+   fresh queue, so it can be run again and again. The same file is also the
+   consumer: ``python examples/demo.py consume QUEUE`` fetches jobs in batches
+   and acknowledges them until the queue stays empty.
+2. Tasks: starts ``distq worker tasks_demo:app -c 2`` (the tasks are in
+   ``examples/tasks_demo.py``), submits 10,000 calls with ``map``, shows a
+   failing task's error and the live workers, then stops the worker with
+   SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import IO, Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+import distq
+from distq.runtime.control import list_workers
+
+JOBS = 10_000
+CONSUMERS = 2
+BATCH = 200  # jobs fetched per getjob call
+IDLE_EXIT_S = 1.0  # a consumer stops once the queue has been empty this long
+CONSUMER_BOUND_S = 30.0  # ... and in any case after this long
+WAIT_BOUND_S = 40.0  # the demo gives up on its consumers after this long
+
+TASKS = 10_000  # task calls submitted with one map()
+WORKER_PROCESSES = 2  # distq worker -c 2
+WORKER_READY_S = 20.0  # the demo gives up on the worker starting after this long
+TASKS_BOUND_S = 40.0  # ... and on the tasks being done after this long
+WORKER_STOP_S = 15.0  # ... and on the worker stopping after SIGTERM after this long
+EXAMPLES = Path(__file__).resolve().parent
+
+console = Console()
+
+
+# The consumer process ---------------------------------------------------------
+
+
+def consume(queue: str) -> None:
+    """Fetch and acknowledge jobs until ``queue`` stays empty; print a JSON summary."""
+    with distq.connect() as client:  # DISTQ_URL or the embedded server, like the demo
+        acked = 0
+        first = last = None  # when the first batch was fetched, when the last was acked
+        jobs: list[distq.Job] = []
+        deadline = time.monotonic() + CONSUMER_BOUND_S
+        while time.monotonic() < deadline:
+            fetched_at = time.monotonic()
+            # Acknowledge the last batch and fetch the next one in one round trip.
+            with client.pipeline() as pipe:
+                pipe.ackjob(*jobs)
+                pipe.getjob(queue, count=BATCH, nohang=True)
+            done, jobs = pipe.results
+            acked += done
+            if done:
+                last = time.monotonic()
+            if not jobs:
+                # The queue is empty: wait for more, and stop if none come.
+                jobs = client.getjob(queue, count=BATCH, timeout=IDLE_EXIT_S)
+                fetched_at = time.monotonic()
+                if not jobs:
+                    break
+            first = first or fetched_at
+            # ... a real worker would process each job.body here ...
+        acked += client.ackjob(*jobs)  # only if the time bound cut the loop short
+    print(json.dumps({"acked": acked, "first": first, "last": last}))
+
+
+# The demo ---------------------------------------------------------------------
+
+
+def enqueue(client: distq.Client, queue: str) -> float:
+    """Add JOBS jobs in bulk; return the seconds it took."""
+    bodies = [{"n": n, "task": "resize", "image": f"img-{n:05}.png"} for n in range(JOBS)]
+    start = time.perf_counter()
+    ids = client.addjobs(queue, bodies)
+    elapsed = time.perf_counter() - start
+    console.print(f"Enqueued [bold]{len(ids):,}[/] jobs in {elapsed * 1000:.0f} ms with addjobs")
+    console.print(f"  first id: [cyan]{ids[0]}[/]")
+    return elapsed
+
+
+def start_consumers(queue: str) -> list[subprocess.Popen[str]]:
+    command = [sys.executable, __file__, "consume", queue]
+    return [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(CONSUMERS)]
+
+
+def watch(client: distq.Client, queue: str, consumers: list[subprocess.Popen[str]]) -> None:
+    """Show a progress bar of acknowledged jobs until all are done (bounded)."""
+    columns = (
+        TextColumn("[bold]acked"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("jobs"),
+        TimeElapsedColumn(),
+    )
+    deadline = time.monotonic() + WAIT_BOUND_S
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("acked", total=JOBS)
+        while time.monotonic() < deadline:
+            acked = client.qstat(queue)["acked"]
+            progress.update(task, completed=acked)
+            if acked >= JOBS or all(p.poll() is not None for p in consumers):
+                break
+            time.sleep(0.1)
+
+
+def collect(consumers: list[subprocess.Popen[str]]) -> list[dict[str, Any]]:
+    """Wait for the consumers to exit and read their summaries."""
+    summaries = []
+    for number, proc in enumerate(consumers, 1):
+        out, _ = proc.communicate(timeout=IDLE_EXIT_S + 10)
+        if proc.returncode != 0:
+            raise RuntimeError(f"consumer {number} exited with status {proc.returncode}")
+        summaries.append(json.loads(out.strip().splitlines()[-1]))
+    return summaries
+
+
+def stop(consumers: list[subprocess.Popen[str]]) -> None:
+    """Kill consumers still running (after an error) and reap them all."""
+    for proc in consumers:
+        if proc.poll() is None:
+            proc.kill()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            console.print(f"[red]consumer pid {proc.pid} did not exit[/]")
+
+
+def show_throughput(enqueue_s: float, summaries: list[dict[str, Any]]) -> None:
+    # The consumers' clocks (time.monotonic) are the machine's, so they compare.
+    firsts = [s["first"] for s in summaries if s["first"] is not None]
+    lasts = [s["last"] for s in summaries if s["last"] is not None]
+    consume_s = max(lasts) - min(firsts) if firsts and lasts else float("nan")
+    table = Table(title="Throughput", title_justify="left")
+    table.add_column("step")
+    table.add_column("jobs", justify="right")
+    table.add_column("seconds", justify="right")
+    table.add_column("jobs/s", justify="right", style="bold green")
+    table.add_row(
+        "enqueue (addjobs, bulk)", f"{JOBS:,}", f"{enqueue_s:.3f}", f"{JOBS / enqueue_s:,.0f}"
+    )
+    table.add_row(
+        f"fetch + ack ({CONSUMERS} processes)",
+        f"{sum(s['acked'] for s in summaries):,}",
+        f"{consume_s:.3f}",
+        f"{JOBS / consume_s:,.0f}",
+    )
+    for number, summary in enumerate(summaries, 1):
+        table.add_row(f"  consumer {number}", f"{summary['acked']:,}", "", "")
+    console.print(table)
+
+
+def show_qstat(client: distq.Client, queue: str) -> None:
+    table = Table(title=f"qstat {queue}", title_justify="left")
+    table.add_column("field")
+    table.add_column("value", justify="right")
+    for field, value in client.qstat(queue).items():
+        table.add_row(field, str(value))
+    console.print(table)
+
+
+def show_failures(client: distq.Client, queue: str) -> None:
+    console.rule("Failure handling")
+
+    # 1. A consumer fetches a job and dies without acking: once its lease
+    #    (retry) is over, the job is delivered again, and counted.
+    client.addjob(queue, {"task": "flaky"}, retry=1)
+    [job] = client.getjob(queue, timeout=5)
+    console.print(f"fetched {job.id} (delivery {job.delivery}) and did not ack it")
+    [again] = client.getjob(queue, timeout=5)  # blocks ~1 s, until the lease ends
+    console.print(
+        f"its 1 s lease ran out; fetched again (delivery {again.delivery}): "
+        f"[bold]additional_deliveries={again.additional_deliveries}[/]"
+    )
+    assert again.id == job.id and again.additional_deliveries == 1
+    client.ackjob(again)
+
+    # 2. A job that keeps failing: each nack puts it back at once, until it
+    #    has had max_deliveries deliveries; then it goes to the dead letters.
+    client.addjob(queue, {"task": "poison"}, max_deliveries=2)
+    for _ in range(2):
+        [job] = client.getjob(queue, timeout=5)
+        client.nack(job)
+        console.print(f"nacked {job.id} (delivery {job.delivery})")
+    [dead] = client.deadletters(queue)
+    console.print(f"dead letter {dead.id}: nacks={dead.nacks}")
+    console.print(f"  reason: [bold yellow]{dead.reason}[/]")
+    assert dead.id == job.id
+    client.deljob(dead)  # tidy up; `enqueue` would give it another chance
+
+
+# Tasks -------------------------------------------------------------------------
+
+
+def start_worker(log: IO[bytes]) -> subprocess.Popen[bytes]:
+    """Start ``distq worker tasks_demo:app -c 2`` in the examples folder.
+
+    The worker inherits the environment, so it uses DISTQ_URL if it is set,
+    else the embedded default server, like this process.
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(EXAMPLES), env.get("PYTHONPATH")]))
+    command = [sys.executable, "-m", "distq", "worker", "tasks_demo:app"]
+    command += ["-c", str(WORKER_PROCESSES)]
+    return subprocess.Popen(command, cwd=EXAMPLES, env=env, stdout=log, stderr=log)
+
+
+def wait_for_workers(
+    app: distq.App, worker: subprocess.Popen[bytes], since: float
+) -> list[dict[str, Any]]:
+    """Wait until the worker's processes have announced themselves; return them."""
+    deadline = time.monotonic() + WORKER_READY_S
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            raise RuntimeError(f"distq worker exited with status {worker.returncode}")
+        ours = [
+            w
+            for w in list_workers(app.client)
+            if "tasks-demo" in w["queues"] and (w["started"] or 0) >= since
+        ]
+        if len(ours) >= WORKER_PROCESSES:
+            return ours
+        time.sleep(0.05)
+    raise RuntimeError(f"distq worker did not start within {WORKER_READY_S:.0f} s")
+
+
+def run_tasks(app: distq.App, worker: subprocess.Popen[bytes]) -> None:
+    """Submit TASKS calls of ``add`` with one map(), watch them done, check the results."""
+    from tasks_demo import add
+
+    queue = add.options.queue
+    acked_before = app.client.qstat(queue)["acked"]
+    start = time.perf_counter()
+    handles = add.map([(n, n) for n in range(TASKS)])
+    submitted = time.perf_counter()
+    console.print(f"Submitted [bold]{len(handles):,}[/] calls of add with map()")
+    console.print(f"  first handle: [cyan]{handles[0].id}[/] ({handles[0].status()})")
+
+    columns = (
+        TextColumn("[bold]done"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("tasks"),
+        TimeElapsedColumn(),
+    )
+    deadline = time.monotonic() + TASKS_BOUND_S
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task("done", total=TASKS)
+        done = 0
+        while done < TASKS:
+            # Each call's result is stored and its job acknowledged in one step.
+            done = app.client.qstat(queue)["acked"] - acked_before
+            progress.update(bar, completed=min(done, TASKS))
+            if worker.poll() is not None:
+                raise RuntimeError(f"distq worker exited with status {worker.returncode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {done:,} of {TASKS:,} tasks done in {TASKS_BOUND_S} s")
+            time.sleep(0.02)
+    finished = time.perf_counter()
+
+    results = [handle.get(timeout=10) for handle in handles]  # in order
+    collected = time.perf_counter()
+    assert results == [2 * n for n in range(TASKS)], "wrong results"
+    console.print(f"all {TASKS:,} results correct: add(n, n) == 2n")
+
+    table = Table(title="Tasks", title_justify="left")
+    table.add_column("step")
+    table.add_column("tasks", justify="right")
+    table.add_column("seconds", justify="right")
+    table.add_column("tasks/s", justify="right", style="bold green")
+    rows = [
+        ("submit (map, one round trip)", submitted - start),
+        (f"run ({WORKER_PROCESSES} worker processes)", finished - submitted),
+        ("collect results (get, in order)", collected - finished),
+        ("submit to last result", finished - start),
+    ]
+    for step, seconds in rows:
+        table.add_row(step, f"{TASKS:,}", f"{seconds:.3f}", f"{TASKS / seconds:,.0f}")
+    console.print(table)
+
+
+def show_task_failure(app: distq.App) -> None:
+    """A task that raises: its error comes back as a RemoteError (nothing is imported)."""
+    from tasks_demo import fail
+
+    handle = fail.delay("the demo asked for it")
+    try:
+        handle.get(timeout=10)
+    except distq.RemoteError as error:
+        console.print(f"fail.delay(...).get() raised [bold red]RemoteError[/] ({handle.status()})")
+        console.print(f"  type:    [bold]{error.type_name}[/]")
+        console.print(f"  message: {error.message}")
+        lines = error.traceback.strip().splitlines()
+        console.print(f"  last traceback line: [yellow]{lines[-1] if lines else ''}[/]")
+    else:
+        raise AssertionError("the fail task did not fail")
+    [dead] = [job for job in app.client.deadletters("tasks-demo") if job.id == handle.id]
+    console.print(f"  dead letter reason: [yellow]{dead.reason}[/]")
+    app.client.deljob(dead)  # tidy up; `distq enqueue ID` would run it again
+
+
+def show_workers(workers: list[dict[str, Any]], app: distq.App) -> None:
+    """The live worker processes of this demo, as `distq workers` shows them."""
+    ids = {w["id"] for w in workers}
+    table = Table(title="distq workers", title_justify="left")
+    for column in ("id", "pid", "queues", "done", "current job", "last beat"):
+        table.add_column(column, justify="right" if column in ("pid", "done") else "left")
+    for w in list_workers(app.client):
+        if w["id"] in ids:
+            table.add_row(
+                w["id"],
+                str(w["pid"]),
+                ",".join(w["queues"]),
+                f"{w['done']:,}",
+                w["current"] or "-",
+                f"{w['age']:.1f} s ago",
+            )
+    console.print(table)
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    """SIGTERM: the worker finishes its running tasks and exits (bounded wait)."""
+    start = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    code = worker.wait(timeout=WORKER_STOP_S)
+    console.print(
+        f"sent SIGTERM to distq worker (pid {worker.pid}): exited with status {code} "
+        f"after {time.monotonic() - start:.2f} s"
+    )
+
+
+def tasks_tour() -> None:
+    from tasks_demo import app
+
+    console.rule("Tasks")
+    with tempfile.TemporaryFile() as log:
+        since = time.time()
+        worker = start_worker(log)
+        try:
+            console.print(
+                f"started [bold]distq worker tasks_demo:app -c {WORKER_PROCESSES}[/] "
+                f"(pid {worker.pid})"
+            )
+            workers = wait_for_workers(app, worker, since)
+            console.print(f"  {len(workers)} worker processes ready in {time.time() - since:.2f} s")
+            run_tasks(app, worker)
+            show_task_failure(app)
+            show_workers(workers, app)
+            stop_worker(worker)
+        except BaseException:
+            log.seek(0)
+            console.print("[red]distq worker output:[/]")
+            console.print(log.read().decode(errors="replace")[-4000:], markup=False)
+            raise
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait(timeout=10)
+            app.close()
+
+
+def main() -> None:
+    queue = f"demo-{uuid.uuid4().hex[:8]}"
+    consumers: list[subprocess.Popen[str]] = []
+    with distq.connect() as client:
+        console.print(
+            f"distq demo on [cyan]{client.settings.redacted()}[/], queue [cyan]{queue}[/]"
+        )
+        try:
+            enqueue_s = enqueue(client, queue)
+            consumers = start_consumers(queue)
+            watch(client, queue, consumers)
+            summaries = collect(consumers)
+        finally:
+            stop(consumers)
+        show_throughput(enqueue_s, summaries)
+        show_qstat(client, queue)
+        show_failures(client, queue)
+    tasks_tour()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["consume"] and len(sys.argv) == 3:
+        consume(sys.argv[2])
+    else:
+        main()

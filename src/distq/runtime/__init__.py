@@ -1,0 +1,1 @@
+"""Layer 5: the forking pool, workers, time limits, worker control."""
