@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import distq
 
-app = distq.App(queue="tasks-demo")
+# The demo submits 10,000 calls per run: keep their results an hour, not a day.
+app = distq.App(queue="tasks-demo", result_ttl=3600)
 
 
 @app.task

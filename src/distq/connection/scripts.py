@@ -3,7 +3,7 @@
 A package keeps its scripts in a ``lua/`` folder beside its modules, one
 atomic step per file, each opening with a header that documents its KEYS,
 ARGV, reply and errors. A file named ``_lib.lua`` in the same folder holds
-helpers shared by the others and is prepended to each of them.
+helpers shared by the others and is prepended to each script that calls one.
 
 Scripts are sent as EVALSHA; a server that does not know the SHA (it was
 restarted, or its script cache flushed) answers NOSCRIPT, and the connection
@@ -13,6 +13,7 @@ resends the call as EVAL once, which also loads it for the next time.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from importlib import resources
 
@@ -51,7 +52,17 @@ def load_scripts(package: str, *, lib_from: str | None = None) -> dict[str, Scri
     files = _lua_files(package)
     lib = _lua_files(lib_from).get(_LIB, b"") if lib_from else b""
     lib += files.pop(_LIB, b"")
+    helpers = re.findall(rb"local function (\w+)", lib)
     return {
-        name.removesuffix(".lua"): Script.from_source(name.removesuffix(".lua"), lib + source)
+        name.removesuffix(".lua"): Script.from_source(
+            name.removesuffix(".lua"), _with_lib(lib, helpers, source)
+        )
         for name, source in sorted(files.items())
     }
+
+
+def _with_lib(lib: bytes, helpers: list[bytes], source: bytes) -> bytes:
+    """Prepend the helpers only to scripts that call one: defining them costs
+    time at every call."""
+    uses = any(re.search(rb"\b" + name + rb"\(", source) for name in helpers)
+    return lib + source if uses else source

@@ -18,14 +18,29 @@ are registered by importing the module; a task is known by its name
 
 from __future__ import annotations
 
+import asyncio
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import replace
 from typing import Any, ParamSpec, TypeVar, overload
 
 from distq.codec.body import BodyCodec
 from distq.connection.client import AsyncConnection, SyncConnection
-from distq.endpoints.task import Task, TaskOptions, validate_options
+from distq.connection.ops import Op
+from distq.endpoints.service import (
+    Protocol,
+    Service,
+    ServiceOptions,
+    distcl_forget,
+    distcl_get,
+    distcl_prefetch,
+    native_forget,
+    native_get,
+    native_get_many,
+    native_prefetch,
+    validate_service,
+)
+from distq.endpoints.task import Task, TaskOptions, split_call, validate_options
 from distq.errors import InvalidArgument
 from distq.queue.client import AsyncClient, Client, resolve_settings
 from distq.queue.ops import DEFAULT_MAX_PAYLOAD, QueueContext
@@ -41,9 +56,11 @@ class App:
 
     Args:
         url: the server (``None``: ``DISTQ_URL``, else the embedded default).
-        namespace: prefix of every key.
+        namespace: prefix of every key (``None``: ``DISTQ_NAMESPACE``, else ``"distq"``).
         codec: ``"json"`` or ``"msgpack"`` for arguments and results.
         max_payload: the largest encoded message, in bytes.
+        protocol: the wire protocol of this app's services: ``"native"`` or
+            ``"distcl"`` (DisTcl's keys and values, for Tcl peers).
         **defaults: default :class:`~distq.endpoints.task.TaskOptions` for
             every task of this app (``queue``, ``retry``, ``result_ttl``, …).
     """
@@ -52,9 +69,10 @@ class App:
         self,
         url: str | None = None,
         *,
-        namespace: str = "distq",
+        namespace: str | None = None,
         codec: str = "json",
         max_payload: int = DEFAULT_MAX_PAYLOAD,
+        protocol: Protocol = "native",
         **defaults: Any,
     ) -> None:
         self.url = url
@@ -63,8 +81,11 @@ class App:
         self._max_payload = max_payload
         self.defaults = _options(TaskOptions(), defaults)
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self.services: dict[str, Service] = {}
+        self.protocol: Protocol = _protocol(protocol)
         self._client: Client | None = None
         self._aclient: AsyncClient | None = None
+        self._aclient_loop: object = None
         self._context: QueueContext | None = None
 
     # -- connections (made on first use, so a forked worker makes its own)
@@ -85,9 +106,15 @@ class App:
 
     @property
     def aclient(self) -> AsyncClient:
-        """The app's asyncio client (connected on first use)."""
-        if self._aclient is None:
+        """The app's asyncio client for the running event loop (made on first use
+        in each loop: asyncio connections belong to the loop that opened them)."""
+        try:
+            loop: object = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if self._aclient is None or self._aclient_loop is not loop:
             self._aclient = AsyncClient(AsyncConnection(self.client.settings), self.context)
+            self._aclient_loop = loop
         return self._aclient
 
     @property
@@ -146,12 +173,160 @@ class App:
 
         return register(fn) if fn is not None else register
 
-    def queues(self) -> list[str]:
-        """Every queue a registered task uses, in registration order."""
-        return list(dict.fromkeys(t.options.queue for t in self.tasks.values()))
+    def queues(self, *, tasks: bool = True, services: bool = True) -> list[str]:
+        """Every queue the app's tasks and native services use, in registration order."""
+        names = [t.options.queue for t in self.tasks.values()] if tasks else []
+        if services:
+            names += [s.queue for s in self.services.values() if s.options.protocol == "native"]
+        return list(dict.fromkeys(names))
+
+    # -- services
+
+    def service(
+        self,
+        name: str,
+        *,
+        ttl: float | None = None,
+        protocol: Protocol | None = None,
+        lease: float = 30.0,
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """Register a function (sync or ``async def``) as the service ``name``.
+
+        Args:
+            name: the service's name, as clients call it.
+            ttl: default cache expiry of its results in seconds (``None``: not
+                cached, only handed to the clients waiting; a function can
+                return ``distq.Cached(value, ttl=…)`` to choose per result).
+            protocol: ``"native"`` or ``"distcl"`` (default: the app's).
+            lease: seconds a computation may go unrenewed before another server
+                takes the request over.
+            time_limit: hard limit of a computation (native protocol).
+            soft_time_limit: ``SoftTimeLimit`` raised in the function.
+
+        The function is returned unchanged: calling it runs it here.
+        """
+        options = ServiceOptions(
+            ttl=ttl,
+            protocol=_protocol(protocol or self.protocol),
+            lease=lease,
+            time_limit=time_limit,
+            soft_time_limit=soft_time_limit,
+        )
+
+        def register(function: Callable[P, R]) -> Callable[P, R]:
+            validate_service(name)
+            if name in self.services:
+                raise InvalidArgument(f"a service named {name!r} is already registered")
+            self.services[name] = Service(name, function, options)
+            return function
+
+        return register
+
+    def _service(self, name: str) -> ServiceOptions:
+        known = self.services.get(name)
+        return known.options if known else ServiceOptions(protocol=self.protocol)
+
+    def _get_op(
+        self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
+    ) -> Op[Any]:
+        options = self._service(validate_service(name))
+        if options.protocol == "distcl":
+            _no_kwargs(kwargs)
+            return distcl_get(name, args, timeout)
+        return native_get(self.context, name, options, args, kwargs, timeout)
+
+    def _prefetch_op(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Op[bool]:
+        options = self._service(validate_service(name))
+        if options.protocol == "distcl":
+            _no_kwargs(kwargs)
+            return distcl_prefetch(name, args)
+        return native_prefetch(self.context, name, options, args, kwargs)
+
+    def _forget_op(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Op[bool]:
+        options = self._service(validate_service(name))
+        if options.protocol == "distcl":
+            _no_kwargs(kwargs)
+            return distcl_forget(name, args)
+        return native_forget(self.context, name, args, kwargs)
+
+    def _get_many_op(self, name: str, calls: Iterable[Any], timeout: float | None) -> Op[list[Any]]:
+        options = self._service(validate_service(name))
+        split = [split_call(call) for call in calls]
+        if options.protocol == "distcl":
+            return _sequence([distcl_get(name, a, timeout) for a, _ in split])
+        return native_get_many(self.context, name, options, split, timeout)
+
+    def get(self, name: str, *args: Any, timeout: float | None = 10.0, **kwargs: Any) -> Any:
+        """The value of service ``name`` for these arguments.
+
+        A cached value comes back in one round trip, without reaching a
+        server; otherwise one server computes it, once, however many clients
+        ask for it meanwhile.
+
+        Raises:
+            RemoteError: the computation failed.
+            Timeout: no server answered within ``timeout`` seconds.
+        """
+        return self.client.run(self._get_op(name, args, kwargs, timeout))
+
+    def prefetch(self, name: str, *args: Any, **kwargs: Any) -> bool:
+        """Ask for a value to be computed (and cached) without waiting for it.
+
+        Returns True if a computation was requested (False: cached or in flight).
+        """
+        return self.client.run(self._prefetch_op(name, args, kwargs))
+
+    def forget(self, name: str, *args: Any, **kwargs: Any) -> bool:
+        """Remove a cached value (and any stale waitlist); True if one was there."""
+        return self.client.run(self._forget_op(name, args, kwargs))
+
+    def get_many(
+        self, name: str, calls: Iterable[Any], *, timeout: float | None = 10.0
+    ) -> list[Any]:
+        """The values of many calls (each a tuple of arguments, a dict of keyword
+        arguments or a single argument), the missing ones computed in parallel."""
+        return self.client.run(self._get_many_op(name, calls, timeout))
+
+    async def aget(self, name: str, *args: Any, timeout: float | None = 10.0, **kwargs: Any) -> Any:
+        """Like :meth:`get`, awaited."""
+        return await self.aclient.run(self._get_op(name, args, kwargs, timeout))
+
+    async def aprefetch(self, name: str, *args: Any, **kwargs: Any) -> bool:
+        """Like :meth:`prefetch`, awaited."""
+        return await self.aclient.run(self._prefetch_op(name, args, kwargs))
+
+    async def aforget(self, name: str, *args: Any, **kwargs: Any) -> bool:
+        """Like :meth:`forget`, awaited."""
+        return await self.aclient.run(self._forget_op(name, args, kwargs))
+
+    async def aget_many(
+        self, name: str, calls: Iterable[Any], *, timeout: float | None = 10.0
+    ) -> list[Any]:
+        """Like :meth:`get_many`, awaited."""
+        return await self.aclient.run(self._get_many_op(name, calls, timeout))
 
     def __repr__(self) -> str:
         return f"<distq.App namespace={self.namespace!r} tasks={len(self.tasks)}>"
+
+
+def _protocol(value: str) -> Protocol:
+    if value not in ("native", "distcl"):
+        raise InvalidArgument(f"unknown protocol {value!r}: use 'native' or 'distcl'")
+    return value  # type: ignore[return-value]
+
+
+def _no_kwargs(kwargs: dict[str, Any]) -> None:
+    if kwargs:
+        raise InvalidArgument("DisTcl services take positional arguments only")
+
+
+def _sequence(ops: list[Op[Any]]) -> Op[list[Any]]:
+    results = []
+    for op in ops:
+        results.append((yield from op))
+    return results
 
 
 def _options(base: TaskOptions, changes: dict[str, Any]) -> TaskOptions:

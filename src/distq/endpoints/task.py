@@ -34,6 +34,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 SCRIPTS = load_scripts("distq.endpoints", lib_from="distq.queue")
+#: Longest blocking wait for a result between looks at the job's state (a job
+#: dead-lettered by a lost worker stores no result to wake its waiters).
+DEAD_CHECK_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,14 +116,15 @@ class Task(Generic[P, R]):
         arguments), a dict (keyword arguments), or any other single value
         (one positional argument).
         """
-        bodies = [message(self.name, *_split(call)) for call in calls]
+        bodies = [message(self.name, *split_call(call)) for call in calls]
         return [TaskHandle(self.app, job_id) for job_id in self.app.client.run(self._add(bodies))]
 
     def __repr__(self) -> str:
         return f"<distq.Task {self.name} queue={self.options.queue!r}>"
 
 
-def _split(call: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def split_call(call: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """``(args, kwargs)`` of one call given as a tuple, a dict or a single value."""
     if isinstance(call, tuple):
         return call, {}
     if isinstance(call, dict):
@@ -199,19 +203,25 @@ def wait_result(ctx: QueueContext, job_id: str, timeout: Duration | None) -> Op[
     deadline = (
         None if timeout is None else time.monotonic() + seconds_to_ms(timeout, "timeout") / 1000
     )
+    slice_s = min(ctx.wait_slice_s, DEAD_CHECK_S)
     while True:
-        remaining = ctx.wait_slice_s if deadline is None else deadline - time.monotonic()
-        wait_s = round(max(0.001, min(ctx.wait_slice_s, remaining)), 3)
+        remaining = slice_s if deadline is None else deadline - time.monotonic()
+        wait_s = round(max(0.001, min(slice_s, remaining)), 3)
         # Moving the one element of the list onto itself reads it without taking it.
         stored = yield from single(
             Command(("BLMOVE", result_key, result_key, "LEFT", "LEFT", wait_s))
         )
         if stored is not None:
             return decode_result(ctx.codec, stored, job_id)
-        state, reason = yield from single(Command(("HMGET", job_key, "s", "r")))
+        stored, (state, reason) = yield [
+            Command(("LINDEX", result_key, 0)),
+            Command(("HMGET", job_key, "s", "r")),
+        ]
+        if stored is not None:
+            return decode_result(ctx.codec, stored, job_id)
         if state == b"x":
             raise RemoteError("DeadLetter", (reason or b"dead-lettered").decode(errors="replace"))
-        if state is None and (yield from single(Command(("EXISTS", result_key)))) == 0:
+        if state is None:
             raise JobNotFound(f"no task call {job_id}, or its result expired")
         if deadline is not None and time.monotonic() >= deadline:
             raise Timeout(f"no result for {job_id} within {timeout} s")

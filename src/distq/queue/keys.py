@@ -13,6 +13,17 @@ touches one slot::
     <ns>:{<queue>}:j:<core>  hash    one job (fields in docs/protocol.md)
     <ns>:{<queue>}:r:<core>  list    a task's stored result (one element), with a TTL
 
+A cached service (native protocol) keeps, per request key (a digest of the
+request's arguments), three keys under one hash tag, so they share a slot::
+
+    <ns>:s:{<service>:<digest>}:v   string  the cached result (with its TTL)
+    <ns>:s:{<service>:<digest>}:r   string  in flight: a computation is queued
+                                            or running (expires with its lease)
+    <ns>:s:{<service>:<digest>}:w   list    the latest result, for waiting gets
+
+and its requests are jobs of the queue ``svc.<service>``. (DisTcl's own
+layout is in :mod:`distq.endpoints.distcl`.)
+
 A job id is ``D-<core>-<queue>``: ``<core>`` is 24 hex digits (milliseconds,
 a per-process sequence, a per-process random origin), so ids are unique and
 ordered by creation time, and the id alone locates the job and its queue.
@@ -27,7 +38,15 @@ import time
 
 from distq.errors import InvalidArgument
 
-__all__ = ["QueueKeys", "job_key", "new_id", "parse_id", "validate_queue"]
+__all__ = [
+    "QueueKeys",
+    "ServiceKeys",
+    "job_key",
+    "new_id",
+    "parse_id",
+    "service_queue",
+    "validate_queue",
+]
 
 #: Longest queue name accepted.
 MAX_QUEUE_NAME = 200
@@ -87,6 +106,31 @@ class QueueKeys:
     def result(self, core: str) -> str:
         """The key of the stored result of the job with this core."""
         return self.result_prefix + core
+
+
+#: Queues whose names start so carry native service requests.
+SERVICE_QUEUE_PREFIX = "svc."
+
+
+def service_queue(service: str) -> str:
+    """The queue carrying the requests of a native-protocol service."""
+    return validate_queue(SERVICE_QUEUE_PREFIX + service)
+
+
+class ServiceKeys:
+    """The keys of one request key of a native-protocol service."""
+
+    __slots__ = ("inflight", "value", "waitlist")
+
+    def __init__(self, namespace: str, service: str, digest: str) -> None:
+        base = f"{namespace}:s:{{{service}:{digest}}}:"
+        self.value = base + "v"
+        self.inflight = base + "r"
+        self.waitlist = base + "w"
+
+    def all(self) -> tuple[str, str, str]:
+        """The three keys in the order the scripts take them."""
+        return (self.value, self.inflight, self.waitlist)
 
 
 def job_key(namespace: str, job_id: str) -> str:

@@ -294,8 +294,8 @@ def _decode_jobs(ctx: QueueContext, reply: Sequence[Any]) -> Op[list[Job]]:
         return jobs
     step: Step = []
     for job_id, delivery, error in bad:
-        step += _per_queue(ctx, "deadletter", [(job_id, delivery)], (f"undecodable body: {error}",))
-    step += _per_queue(ctx, "release", [(job.id, job.delivery) for job in jobs])
+        step += per_queue(ctx, "deadletter", [(job_id, delivery)], (f"undecodable body: {error}",))
+    step += per_queue(ctx, "release", [(job.id, job.delivery) for job in jobs])
     yield step
     raise bad[0][2]
 
@@ -309,7 +309,7 @@ def _ref(job: JobRef) -> tuple[str, int | None]:
     return job, None
 
 
-def _per_queue(
+def per_queue(
     ctx: QueueContext,
     script: str,
     jobs: Iterable[tuple[str, int | None]],
@@ -334,7 +334,7 @@ def _per_queue(
 def _count(
     ctx: QueueContext, script: str, jobs: Sequence[JobRef], head: tuple[Any, ...] = ()
 ) -> Op[int]:
-    step = _per_queue(ctx, script, map(_ref, jobs), head)
+    step = per_queue(ctx, script, map(_ref, jobs), head)
     if not step:
         return 0
     replies = yield step
@@ -342,7 +342,7 @@ def _count(
 
 
 def _ack(ctx: QueueContext, jobs: Sequence[JobRef]) -> Op[int]:
-    step = _per_queue(ctx, "ackjob", map(_ref, jobs))
+    step = per_queue(ctx, "ackjob", map(_ref, jobs))
     if not step:
         return 0
     replies = yield step
@@ -397,8 +397,18 @@ def deadletter(ctx: QueueContext, *jobs: JobRef, reason: str) -> Op[int]:
 
 
 def enqueue(ctx: QueueContext, *jobs: JobRef) -> Op[int]:
-    """Queue jobs now, whatever their state (delayed, active, idle, dead)."""
-    return (yield from _count(ctx, "enqueue", jobs))
+    """Queue jobs now, whatever their state (delayed, active, idle, dead).
+
+    A dead job gets a fresh start: its dead-letter reason, its count of
+    failed attempts and any failure stored as its result are cleared.
+    """
+    refs = [_ref(job) for job in jobs]
+    step = per_queue(ctx, "enqueue", refs)
+    if not step:
+        return 0
+    results = [Command(("DEL", ctx.keys(q).result(c))) for c, q in (parse_id(i) for i, _ in refs)]
+    replies = yield [*step, *results]
+    return sum(int(r) for r in replies[: len(step)])
 
 
 def dequeue(ctx: QueueContext, *jobs: JobRef) -> Op[int]:

@@ -184,6 +184,7 @@ class _Child:
     busy: bool = False
     started: float = 0.0
     dedicated: bool = False
+    jobs_done: int = 0
     buffer: bytearray = field(default_factory=bytearray)
 
 
@@ -336,6 +337,7 @@ class Pool:
             self._log("error", "worker %d: %s", child.pid, value)
         self._events.append(Done(child.pid, child.job, value, time.monotonic() - child.started))
         child.busy, child.job = False, None
+        child.jobs_done += 1  # at max_jobs_per_child the child exits: it is not given more
 
     def _lost(self, child: _Child) -> None:
         self._close(child)

@@ -26,7 +26,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from distq.errors import DistqError, RemoteError, WorkerLost
+from distq.endpoints.app import App
+from distq.errors import DistqError, InvalidArgument, RemoteError, WorkerLost
 from distq.queue.job import Job
 from distq.queue.keys import parse_id
 from distq.runtime.pool import Done, Message, Pool
@@ -45,30 +46,41 @@ _CRASH_LIMIT = 5
 
 @dataclass(slots=True)
 class _Child:
+    """What a worker process reported: jobs held (id → delivery), jobs running
+    (id → (started, hard limit)), and why it was killed, if it was."""
+
+    slot: int = 0
     held: dict[str, int] = field(default_factory=dict)
-    running: str | None = None
-    started: float = 0.0
-    limit: float | None = None
-    killed_for: str | None = None
+    running: dict[str, tuple[float, float | None]] = field(default_factory=dict)
+    killed_for: tuple[str, str] | None = None
 
 
 class Supervisor:
-    """Keeps ``concurrency`` worker processes serving ``config``.
+    """Keeps worker processes serving an app, as many of each kind as planned.
 
     Args:
-        config: what each worker process does.
-        concurrency: the number of worker processes.
+        plan: ``(config, processes)`` pairs: what worker processes do, and how
+            many run it (all configs name the same app).
+        app: that app, already loaded (default: loaded from the first config).
         grace_s: how long a graceful stop waits for running jobs.
     """
 
-    def __init__(self, config: WorkerConfig, concurrency: int, *, grace_s: float = 30.0) -> None:
-        self.config = config
-        self.concurrency = concurrency
+    def __init__(
+        self,
+        plan: list[tuple[WorkerConfig, int]],
+        *,
+        app: App | None = None,
+        grace_s: float = 30.0,
+    ) -> None:
+        if not plan or any(count < 1 for _, count in plan):
+            raise InvalidArgument("a supervisor needs at least one worker process")
+        self.plan = plan
         self.grace_s = grace_s
-        self.app = load_app(config.app)  # imported once here, inherited by every fork
+        # Imported once here, inherited by every fork.
+        self.app = app if app is not None else load_app(plan[0][0].app)
         self.signals = 0
         self._children: dict[int, _Child] = {}
-        self._wanted = concurrency
+        self._wanted = [count for _, count in plan]
         self._crashes = 0
 
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -84,7 +96,7 @@ class Supervisor:
         """Serve until told to stop; return the process exit code."""
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            with Pool(self.concurrency, max_jobs_per_child=1) as pool:
+            with Pool(sum(self._wanted), max_jobs_per_child=1) as pool:
                 code = self._serve(pool)
                 events = pool.stop(
                     graceful=self.signals < 2, timeout=self.grace_s, abort=lambda: self.signals >= 2
@@ -96,10 +108,12 @@ class Supervisor:
         return code
 
     def _serve(self, pool: Pool) -> int:
-        while not self.signals and self._wanted > 0:
-            while pool.free > 0 and pool.busy < self._wanted:
-                pid = pool.submit(worker_main, self.config.to_dict())
-                self._children[pid] = _Child()
+        while not self.signals and sum(self._wanted) > 0:
+            for slot, (config, _) in enumerate(self.plan):
+                running = sum(1 for c in self._children.values() if c.slot == slot)
+                for _ in range(min(pool.free, self._wanted[slot] - running)):
+                    pid = pool.submit(worker_main, config.to_dict())
+                    self._children[pid] = _Child(slot)
             self._handle(pool.wait(_TICK))
             self._enforce_limits(pool)
             if self._crashes >= _CRASH_LIMIT:
@@ -117,25 +131,30 @@ class Supervisor:
                 self._done(event)
 
     def _message(self, pid: int, value: Any) -> None:
-        child = self._children.setdefault(pid, _Child())
+        child = self._children.get(pid)
+        if child is None:
+            return
         if "held" in value:
             child.held = {job_id: delivery for job_id, delivery in value["held"]}
         elif "run" in value:
-            child.running, child.started = value["run"], time.monotonic()
-            child.limit = value.get("limit")
+            child.running[value["run"]] = (time.monotonic(), value.get("limit"))
+        elif "end" in value:
+            child.running.pop(value["end"], None)
 
     def _done(self, event: Done) -> None:
-        child = self._children.pop(event.pid, _Child())
+        child = self._children.pop(event.pid, None) or _Child()
         result = event.result
         if isinstance(result, WorkerLost):
-            self._recover(child, child.killed_for or f"worker lost: {result}")
+            self._recover(child, f"worker lost: {result}")
         elif isinstance(result, RemoteError | DistqError):
             self._crashed(event, result)
         elif isinstance(result, dict):
             self._crashes = 0
             if result.get("stopped") == "control":
-                self._wanted -= 1
-                log.info("worker process %d stopped on request; %d left", event.pid, self._wanted)
+                self._wanted[child.slot] -= 1
+                log.info(
+                    "worker process %d stopped on request; %d left", event.pid, sum(self._wanted)
+                )
 
     def _crashed(self, event: Done, error: DistqError) -> None:
         log.error("worker process %d failed: %s", event.pid, error)
@@ -144,34 +163,38 @@ class Supervisor:
             time.sleep(min(2.0, 0.1 * 2**self._crashes))
 
     def _recover(self, child: _Child, reason: str) -> None:
-        """Give a dead process's jobs back: the running one counted, the others not."""
-        if not child.held:
-            return
+        """Give a dead process's jobs back: the ones that may have killed it are
+        nacked (counted towards max_deliveries, with the reason), the others
+        released (uncounted)."""
+        culprits = dict.fromkeys(child.running, reason)
+        if child.killed_for is not None:
+            culprit, why = child.killed_for
+            culprits = {culprit: why}
+        counted = [(_job(i, child.held[i]), why) for i, why in culprits.items() if i in child.held]
+        innocent = [_job(i, d) for i, d in child.held.items() if i not in culprits]
         client = self.app.client
         try:
-            if child.running in child.held:
-                running = _job(child.running, child.held.pop(child.running))
-                client.nack(running, reason=reason)
-                log.warning("job %s: %s; nacked for another delivery", running.id, reason)
-            if child.held:
-                client.release(*(_job(i, d) for i, d in child.held.items()))
+            for job, why in counted:
+                client.nack(job, reason=why)
+                log.warning("job %s: %s; nacked for another delivery", job.id, why)
+            if innocent:
+                client.release(*innocent)
         except DistqError as exc:
             log.error("could not give jobs back (%s): their leases will", exc)
 
     def _enforce_limits(self, pool: Pool) -> None:
         now = time.monotonic()
         for pid, child in self._children.items():
-            if (
-                child.running
-                and child.limit
-                and not child.killed_for
-                and now - child.started > child.limit
-            ):
-                child.killed_for = f"hard time limit of {child.limit} s exceeded"
-                log.warning(
-                    "job %s: %s; killing worker process %d", child.running, child.killed_for, pid
-                )
-                pool.kill(pid)
+            if child.killed_for is not None:
+                continue
+            for job_id, (started, limit) in child.running.items():
+                if limit and now - started > limit:
+                    child.killed_for = (job_id, f"hard time limit of {limit} s exceeded")
+                    log.warning(
+                        "job %s: %s; killing worker process %d", job_id, child.killed_for[1], pid
+                    )
+                    pool.kill(pid)
+                    break
 
 
 def _job(job_id: str, delivery: int) -> Job:

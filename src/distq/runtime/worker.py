@@ -28,12 +28,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from distq.codec.result import encode_error, encode_value
-from distq.connection.ops import Op, Request, Step
+from distq.connection.ops import Command, Op, Request, Step
 from distq.endpoints.app import App
+from distq.endpoints.service import Service, native_done, request_digest
 from distq.endpoints.task import Task, complete, fail
 from distq.errors import CodecError, DistqError, InvalidArgument, RemoteError, SoftTimeLimit
 from distq.queue import ops as queue_ops
 from distq.queue.job import Job
+from distq.queue.keys import SERVICE_QUEUE_PREFIX, ServiceKeys
 from distq.runtime import pool
 from distq.runtime.control import Presence, interpret, new_worker_id
 
@@ -48,6 +50,10 @@ class WorkerConfig:
 
     Attributes:
         app: the app, as ``"module:attribute"``.
+        role: ``"worker"`` (tasks and native services, from queues) or
+            ``"distcl"`` (DisTcl-protocol services, from DisTcl's lists).
+        services: for ``"distcl"``, the services to serve (empty: all of them).
+        server_id: for ``"distcl"``, the id naming the control queue ``z:ID``.
         queues: the queues to serve, first ones first (empty: every queue of
             the app's tasks).
         batch: jobs leased per fetch.
@@ -58,7 +64,10 @@ class WorkerConfig:
     """
 
     app: str
+    role: str = "worker"
     queues: tuple[str, ...] = ()
+    services: tuple[str, ...] = ()
+    server_id: str | None = None
     batch: int = 10
     async_concurrency: int = 100
     max_tasks: int = 0
@@ -72,7 +81,13 @@ class WorkerConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WorkerConfig:
         """The inverse of :meth:`to_dict`."""
-        return cls(**{**data, "queues": tuple(data.get("queues", ()))})
+        return cls(
+            **{
+                **data,
+                "queues": tuple(data.get("queues", ())),
+                "services": tuple(data.get("services", ())),
+            }
+        )
 
 
 def load_app(reference: str) -> App:
@@ -80,10 +95,20 @@ def load_app(reference: str) -> App:
     module_name, _, attribute = reference.partition(":")
     if not module_name or not attribute:
         raise InvalidArgument(f"an app is named MODULE:ATTRIBUTE, not {reference!r}")
-    app = getattr(importlib.import_module(module_name), attribute, None)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InvalidArgument(f"cannot import {module_name!r} for {reference}: {exc}") from exc
+    app = getattr(module, attribute, None)
     if not isinstance(app, App):
         raise InvalidArgument(f"{reference} is not a distq.App")
     return app
+
+
+#: What a job calls: a task or a native service.
+Endpoint = Task[Any, Any] | Service
+#: A call ready to run: the job, its endpoint, its arguments.
+_Call = tuple[Job, Endpoint, list[Any], dict[str, Any]]
 
 
 @dataclass(slots=True)
@@ -91,7 +116,7 @@ class _Outcome:
     """What to tell the server about one job after running it."""
 
     job: Job
-    request: Request | None = None
+    requests: list[Request] = field(default_factory=list)
     dead_reason: str | None = None
 
 
@@ -101,6 +126,8 @@ class _Held:
 
     jobs: dict[str, Job] = field(default_factory=dict)
     current: str | None = None
+    #: In-flight markers of service requests being computed: key → lease ms.
+    markers: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def snapshot(self) -> list[Job]:
@@ -117,6 +144,8 @@ class Worker:
         self.queues = config.queues or tuple(app.queues())
         if not self.queues:
             raise InvalidArgument("nothing to serve: the app has no task and no queue was named")
+        self._service_queues = tuple(q for q in self.queues if q.startswith(SERVICE_QUEUE_PREFIX))
+        self._task_queues = tuple(q for q in self.queues if q not in self._service_queues)
         self.id = worker_id or new_worker_id()
         self.done = 0
         self.stop_reason: str | None = None
@@ -161,11 +190,18 @@ class Worker:
         count = self.config.batch
         if self.config.max_tasks:
             count = max(1, min(count, self.config.max_tasks - self.done))
-        fetch = queue_ops.getjob(self.app.context, *self.queues, count=count, nohang=True)
-        jobs: list[Job] = self._send_with(fetch)
+        ctx = self.app.context
+        # Task calls come by the batch; service requests one at a time, so a
+        # slow computation never holds other requests back from other processes.
+        fetches = [
+            queue_ops.getjob(ctx, *queues, count=n, nohang=True)
+            for queues, n in ((self._task_queues, count), (self._service_queues, 1))
+            if queues
+        ]
+        jobs: list[Job] = [job for batch in self._send_with(fetches) for job in batch]
         if not jobs and timeout > 0:
             jobs = self.app.client.run(
-                queue_ops.getjob(self.app.context, *self.queues, count=count, timeout=timeout)
+                queue_ops.getjob(ctx, *self.queues, count=1, timeout=timeout)
             )
         if not jobs:
             return 0
@@ -176,26 +212,26 @@ class Worker:
         self._pending += _settle(self.app, outcomes)
         return len(outcomes)
 
-    def _send_with(self, op: Op[Any]) -> Any:
-        """Run ``op`` in the same round trip as the outcomes not yet sent."""
-        ops, self._pending = [*self._pending, op], []
-        stepper = self.app.client._conn.run_many(ops)
-        for index in range(len(ops) - 1):
+    def _send_with(self, ops: list[Op[Any]]) -> list[Any]:
+        """Run ``ops`` in the same round trip as the outcomes not yet sent."""
+        pending, self._pending = self._pending, []
+        stepper = self.app.client._conn.run_many([*pending, *ops])
+        for index in range(len(pending)):
             try:
                 stepper.outcome(index)
             except DistqError:
                 log.exception("storing results failed; the jobs' leases will bring them back")
-        return stepper.outcome(len(ops) - 1)
+        return [stepper.outcome(len(pending) + i) for i in range(len(ops))]
 
     def _flush(self) -> None:
         if self._pending:
-            self._send_with(_requests([]))
+            self._send_with([])
 
     # -- running jobs
 
     def _run_batch(self, jobs: list[Job]) -> list[_Outcome]:
         outcomes: list[_Outcome] = []
-        waiting: list[tuple[Job, Task[Any, Any], list[Any], dict[str, Any]]] = []
+        waiting: list[_Call] = []
         for index, job in enumerate(jobs):
             if self._should_stop_now():
                 self._give_back(jobs[index:])
@@ -206,6 +242,11 @@ class Worker:
             elif call[0].is_async:
                 waiting.append((job, *call))
             else:
+                if call[0].options.time_limit and outcomes:
+                    # This task may get its process killed: store what is done first.
+                    self._pending += _settle(self.app, outcomes)
+                    outcomes = []
+                    self._flush()
                 outcomes.append(self._run_sync(job, *call))
         if waiting:
             outcomes += self._run_async(waiting)
@@ -228,52 +269,68 @@ class Worker:
                     self._held.jobs.pop(job.id, None)
 
     def _run_sync(
-        self, job: Job, task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any]
+        self, job: Job, endpoint: Endpoint, args: list[Any], kwargs: dict[str, Any]
     ) -> _Outcome:
-        self._started(job, task)
-        soft = task.options.soft_time_limit
+        self._started(job, endpoint, args, kwargs)
+        value: Any = None
+        error: BaseException | None = None
         try:
-            with _SoftLimit(soft):
-                value = task.fn(*args, **kwargs)
+            with _SoftLimit(endpoint.options.soft_time_limit):
+                value = endpoint.fn(*args, **kwargs)
         except Exception as exc:
-            return _failed(self.app, job, task, exc)
+            error = exc
         finally:
-            self.done += 1
-        return _succeeded(self.app, job, task, value)
+            self._ended(job, endpoint, args, kwargs)
+        return _finished(self.app, job, endpoint, args, kwargs, value, error)
 
-    def _run_async(
-        self, calls: list[tuple[Job, Task[Any, Any], list[Any], dict[str, Any]]]
-    ) -> list[_Outcome]:
+    def _run_async(self, calls: list[_Call]) -> list[_Outcome]:
         if self._runner is None:
             self._runner = asyncio.Runner()
         limit = asyncio.Semaphore(self.config.async_concurrency)
 
         async def one(
-            job: Job, task: Task[Any, Any], args: list[Any], kw: dict[str, Any]
+            job: Job, endpoint: Endpoint, args: list[Any], kw: dict[str, Any]
         ) -> _Outcome:
             async with limit:
-                self._started(job, task)
+                self._started(job, endpoint, args, kw)
+                soft = asyncio.timeout(endpoint.options.soft_time_limit)
+                value: Any = None
+                error: BaseException | None = None
                 try:
-                    async with asyncio.timeout(task.options.soft_time_limit):
-                        value = await task.fn(*args, **kw)
-                except TimeoutError:
-                    error = SoftTimeLimit(f"soft time limit of {task.options.soft_time_limit} s")
-                    return _failed(self.app, job, task, error)
+                    async with soft:
+                        value = await endpoint.fn(*args, **kw)
+                except TimeoutError as exc:
+                    error = exc
+                    if soft.expired():
+                        seconds = endpoint.options.soft_time_limit
+                        error = SoftTimeLimit(f"soft time limit of {seconds} s")
                 except Exception as exc:
-                    return _failed(self.app, job, task, exc)
+                    error = exc
                 finally:
-                    self.done += 1
-                return _succeeded(self.app, job, task, value)
+                    self._ended(job, endpoint, args, kw)
+                return _finished(self.app, job, endpoint, args, kw, value, error)
 
         async def all_calls() -> list[_Outcome]:
             return list(await asyncio.gather(*(one(*call) for call in calls)))
 
         return self._runner.run(all_calls())
 
-    def _started(self, job: Job, task: Task[Any, Any]) -> None:
+    def _started(
+        self, job: Job, endpoint: Endpoint, args: list[Any], kwargs: dict[str, Any]
+    ) -> None:
         with self._held.lock:
             self._held.current = job.id
-        _report({"run": job.id, "d": job.delivery, "limit": task.options.time_limit})
+            if isinstance(endpoint, Service):
+                marker = _marker(self.app, endpoint, args, kwargs)
+                self._held.markers[marker] = round(endpoint.options.lease * 1000)
+        _report({"run": job.id, "limit": endpoint.options.time_limit})
+
+    def _ended(self, job: Job, endpoint: Endpoint, args: list[Any], kwargs: dict[str, Any]) -> None:
+        self.done += 1
+        if isinstance(endpoint, Service):
+            with self._held.lock:
+                self._held.markers.pop(_marker(self.app, endpoint, args, kwargs), None)
+        _report({"end": job.id})
 
     # -- the heartbeat thread
 
@@ -301,6 +358,8 @@ class Worker:
             else:
                 log.warning("worker %s: unknown control message %r", self.id, message)
         held = self._held.snapshot()
+        with self._held.lock:
+            markers = list(self._held.markers.items())
         if held:
             with self.app.client.pipeline() as extend:
                 for job in held:
@@ -308,6 +367,18 @@ class Worker:
             lost = [r for r in extend.execute(raise_on_error=False) if isinstance(r, Exception)]
             if lost:
                 log.warning("%d held job(s) lost their lease: %s", len(lost), lost[0])
+        if markers:  # computations in progress: keep their in-flight markers alive
+            self.app.client.run(_renew(markers))
+
+
+def _marker(app: App, service: Service, args: list[Any], kwargs: dict[str, Any]) -> str:
+    digest = request_digest(tuple(args), kwargs)
+    return ServiceKeys(app.context.namespace, service.name, digest).inflight
+
+
+def _renew(markers: list[tuple[str, int]]) -> Op[list[Any]]:
+    replies = yield [Command(("PEXPIRE", key, ms)) for key, ms in markers]
+    return replies
 
 
 def _report(value: dict[str, Any]) -> None:
@@ -317,20 +388,59 @@ def _report(value: dict[str, Any]) -> None:
 
 def _parse(
     app: App, job: Job, worker_id: str
-) -> _Outcome | tuple[Task[Any, Any], list[Any], dict[str, Any]]:
+) -> _Outcome | tuple[Endpoint, list[Any], dict[str, Any]]:
     """The task and arguments a job calls, or the dead-letter outcome of a bad one."""
     body = job.body
-    if not isinstance(body, dict) or not isinstance(body.get("t"), str):
-        return _Outcome(job, dead_reason="malformed task message: not a task call")
-    task = app.tasks.get(body["t"])
-    if task is None:
+    if isinstance(body, dict) and isinstance(body.get("s"), str):
+        endpoint: Endpoint | None = app.services.get(body["s"])
+        what = "service"
+    elif isinstance(body, dict) and isinstance(body.get("t"), str):
+        endpoint, what = app.tasks.get(body["t"]), "task"
+    else:
+        return _Outcome(job, dead_reason="malformed message: neither a task call nor a request")
+    if endpoint is None:
+        name = body.get("s") or body.get("t")
         return _Outcome(
-            job, dead_reason=f"unknown task {body['t']!r}: not registered on worker {worker_id}"
+            job, dead_reason=f"unknown {what} {name!r}: not registered on worker {worker_id}"
         )
     args, kwargs = body.get("a", []), body.get("k", {})
     if not isinstance(args, list) or not isinstance(kwargs, dict):
-        return _Outcome(job, dead_reason="malformed task message: bad arguments")
-    return task, args, kwargs
+        return _Outcome(job, dead_reason="malformed message: bad arguments")
+    return endpoint, args, kwargs
+
+
+def _served(
+    app: App,
+    job: Job,
+    service: Service,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    value: Any,
+    error: BaseException | None,
+) -> _Outcome:
+    """Deliver a native service's result to its waiters, and ack its request."""
+    if error is not None:
+        log.info("service %s%s raised %s", service.name, args, error)
+    done = native_done(app.context, service, args, kwargs, value, error)
+    return _Outcome(
+        job, [done, *queue_ops.per_queue(app.context, "ackjob", [(job.id, job.delivery)])]
+    )
+
+
+def _finished(
+    app: App,
+    job: Job,
+    endpoint: Endpoint,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    value: Any,
+    error: BaseException | None,
+) -> _Outcome:
+    if isinstance(endpoint, Service):
+        return _served(app, job, endpoint, args, kwargs, value, error)
+    if error is not None:
+        return _failed(app, job, endpoint, error)
+    return _succeeded(app, job, endpoint, value)
 
 
 def _succeeded(app: App, job: Job, task: Task[Any, Any], value: Any) -> _Outcome:
@@ -340,17 +450,19 @@ def _succeeded(app: App, job: Job, task: Task[Any, Any], value: Any) -> _Outcome
         error = RemoteError("distq.CodecError", f"the result cannot be encoded: {exc}")
         return _Outcome(
             job,
-            fail(
-                app.context,
-                job.id,
-                job.delivery,
-                task.options,
-                error=str(error),
-                stored=encode_error(error),
-                retry=False,
-            ),
+            [
+                fail(
+                    app.context,
+                    job.id,
+                    job.delivery,
+                    task.options,
+                    error=str(error),
+                    stored=encode_error(error),
+                    retry=False,
+                )
+            ],
         )
-    return _Outcome(job, complete(app.context, job.id, job.delivery, task.options, stored))
+    return _Outcome(job, [complete(app.context, job.id, job.delivery, task.options, stored)])
 
 
 def _failed(app: App, job: Job, task: Task[Any, Any], exc: BaseException) -> _Outcome:
@@ -358,21 +470,23 @@ def _failed(app: App, job: Job, task: Task[Any, Any], exc: BaseException) -> _Ou
     log.info("task %s (%s) raised %s", task.name, job.id, error)
     return _Outcome(
         job,
-        fail(
-            app.context,
-            job.id,
-            job.delivery,
-            task.options,
-            error=str(error),
-            stored=encode_error(error),
-        ),
+        [
+            fail(
+                app.context,
+                job.id,
+                job.delivery,
+                task.options,
+                error=str(error),
+                stored=encode_error(error),
+            )
+        ],
     )
 
 
 def _settle(app: App, outcomes: list[_Outcome]) -> list[Op[Any]]:
     """The ops that tell the server every outcome of a batch (one round trip)."""
     ops: list[Op[Any]] = []
-    step: Step = [o.request for o in outcomes if o.request is not None]
+    step: Step = [request for o in outcomes for request in o.requests]
     if step:
         ops.append(_requests(step))
     for outcome in outcomes:
@@ -413,6 +527,13 @@ def worker_main(config: dict[str, Any]) -> dict[str, Any]:
     app = load_app(settings.app)
     app.forget_connections()  # connections made before the fork belong to the parent
     started = time.monotonic()
-    result = Worker(app, settings).run()
+    if settings.role == "distcl":
+        from distq.runtime.distcl_server import DistclServer
+
+        chosen = [app.services[name] for name in settings.services] or None
+        server = DistclServer(app, chosen, settings.server_id, settings.heartbeat_s)
+        result = server.run()
+    else:
+        result = Worker(app, settings).run()
     result["seconds"] = round(time.monotonic() - started, 3)
     return result

@@ -98,6 +98,8 @@ class State:
 
     url: str | None = None
     namespace: str = "distq"
+    #: Whether --namespace (or DISTQ_NAMESPACE) was given, rather than defaulted.
+    namespace_given: bool = False
     json: bool = False
     verbose: int = 0
     _client: distq.Client | None = field(default=None, repr=False)

@@ -29,21 +29,45 @@ _COUNT = click.IntRange(min=1)
 @click.argument("queue")
 @click.argument("body")
 @click.option("--json-body", is_flag=True, help="Parse BODY as JSON and store that value.")
-@click.option("--delay", type=_SECONDS, default=0, show_default=True,
-              help="Seconds before the job can be fetched.")
-@click.option("--retry", type=_SECONDS, default=DEFAULT_RETRY_S, show_default=True,
-              help="Lease in seconds: an unacknowledged fetched job is queued again after "
-                   "it. 0 makes the job at-most-once.")
-@click.option("--ttl", type=_SECONDS, default=DEFAULT_TTL_S, show_default=True,
-              help="Seconds the job lives at most, whatever its state.")
+@click.option(
+    "--delay",
+    type=_SECONDS,
+    default=0,
+    show_default=True,
+    help="Seconds before the job can be fetched.",
+)
+@click.option(
+    "--retry",
+    type=_SECONDS,
+    default=DEFAULT_RETRY_S,
+    show_default=True,
+    help="Lease in seconds: an unacknowledged fetched job is queued again after "
+    "it. 0 makes the job at-most-once.",
+)
+@click.option(
+    "--ttl",
+    type=_SECONDS,
+    default=DEFAULT_TTL_S,
+    show_default=True,
+    help="Seconds the job lives at most, whatever its state.",
+)
 @click.option("--maxlen", type=_COUNT, help="Refuse the job if the queue holds this many jobs.")
-@click.option("--max-deliveries", type=_COUNT,
-              help="Dead-letter the job after this many deliveries (default: no limit).")
+@click.option(
+    "--max-deliveries",
+    type=_COUNT,
+    help="Dead-letter the job after this many deliveries (default: no limit).",
+)
 @click.option("--replicate", type=_COUNT, help="Wait until this many replicas hold the job.")
-@click.option("--timeout", type=_SECONDS, default=5.0, show_default=True,
-              help="Seconds to wait for --replicate replicas.")
-@click.option("--async", "async_", is_flag=True,
-              help="Do not wait for replication (with --replicate).")
+@click.option(
+    "--timeout",
+    type=_SECONDS,
+    default=5.0,
+    show_default=True,
+    help="Seconds to wait for --replicate replicas.",
+)
+@click.option(
+    "--async", "async_", is_flag=True, help="Do not wait for replication (with --replicate)."
+)
 @pass_state
 def addjob(state: State, queue: str, body: str, json_body: bool, **options: Any) -> None:
     """Add a job with BODY to QUEUE and print its id.
@@ -69,14 +93,19 @@ def addjob(state: State, queue: str, body: str, json_body: bool, **options: Any)
 @with_body_note
 @click.command()
 @click.argument("queues", nargs=-1, required=True, metavar="QUEUE...")
-@click.option("--count", type=_COUNT, default=1, show_default=True,
-              help="Fetch up to this many jobs.")
-@click.option("--timeout", type=_SECONDS,
-              help="Wait at most this many seconds for a job (default: wait forever).")
+@click.option(
+    "--count", type=_COUNT, default=1, show_default=True, help="Fetch up to this many jobs."
+)
+@click.option(
+    "--timeout",
+    type=_SECONDS,
+    help="Wait at most this many seconds for a job (default: wait forever).",
+)
 @click.option("--nohang", is_flag=True, help="Never wait for a job.")
 @pass_state
-def getjob(state: State, queues: tuple[str, ...], count: int, timeout: float | None,
-           nohang: bool) -> None:
+def getjob(
+    state: State, queues: tuple[str, ...], count: int, timeout: float | None, nohang: bool
+) -> None:
     """Fetch jobs from the QUEUEs (the first ones first) and print them.
 
     Prints id, queue, body, nacks and additional deliveries. The jobs are
@@ -96,7 +125,7 @@ def getjob(state: State, queues: tuple[str, ...], count: int, timeout: float | N
 def _count_command(name: str, summary: str) -> click.Command:
     """A command that applies client method ``name`` to job ids and prints the count."""
 
-    @click.command(name, help=f"{summary}\n\nPrints the count ({{\"count\": N}} with --json).")
+    @click.command(name, help=f'{summary}\n\nPrints the count ({{"count": N}} with --json).')
     @_IDS
     @pass_state
     def command(state: State, ids: tuple[str, ...]) -> None:
@@ -198,8 +227,9 @@ def qpeek(state: State, queue: str, count: int) -> None:
 @with_body_note
 @click.command()
 @click.argument("queue")
-@click.option("--count", type=_COUNT, default=100, show_default=True,
-              help="Show at most this many jobs.")
+@click.option(
+    "--count", type=_COUNT, default=100, show_default=True, help="Show at most this many jobs."
+)
 @pass_state
 def deadletters(state: State, queue: str, count: int) -> None:
     """Show the dead-lettered jobs of QUEUE, oldest first, with the reason.
@@ -212,10 +242,19 @@ def deadletters(state: State, queue: str, count: int) -> None:
 
 @click.command()
 @click.option("--queue", help="Only jobs of this queue.")
-@click.option("--state", "job_state", type=click.Choice([s.value for s in JobState]),
-              help="Only jobs in this state.")
-@click.option("--count", type=_COUNT, default=100, show_default=True,
-              help="Keys examined per SCAN round trip (a hint; every job is listed).")
+@click.option(
+    "--state",
+    "job_state",
+    type=click.Choice([s.value for s in JobState]),
+    help="Only jobs in this state.",
+)
+@click.option(
+    "--count",
+    type=_COUNT,
+    default=100,
+    show_default=True,
+    help="Keys examined per SCAN round trip (a hint; every job is listed).",
+)
 @pass_state
 def jscan(state: State, queue: str | None, job_state: str | None, count: int) -> None:
     """List the ids of all jobs, one per line (a JSON list with --json).
@@ -231,8 +270,13 @@ def jscan(state: State, queue: str | None, job_state: str | None, count: int) ->
 @click.command()
 @click.option("--minlen", type=click.IntRange(min=0), help="Only queues with at least N waiting.")
 @click.option("--maxlen", type=click.IntRange(min=0), help="Only queues with at most N waiting.")
-@click.option("--count", type=_COUNT, default=100, show_default=True,
-              help="Keys examined per SCAN round trip (a hint; every queue is listed).")
+@click.option(
+    "--count",
+    type=_COUNT,
+    default=100,
+    show_default=True,
+    help="Keys examined per SCAN round trip (a hint; every queue is listed).",
+)
 @pass_state
 def qscan(state: State, minlen: int | None, maxlen: int | None, count: int) -> None:
     """List the names of all known queues, one per line (a JSON list with --json).
@@ -260,6 +304,22 @@ def info(state: State, section: str | None) -> None:
 
 #: Every command of this module, in Disque's order.
 COMMANDS: list[click.Command] = [
-    addjob, getjob, ackjob, fastack, nack, working, enqueue, dequeue, deljob,
-    show, qlen, qstat, qpeek, deadletters, jscan, qscan, hello, info,
+    addjob,
+    getjob,
+    ackjob,
+    fastack,
+    nack,
+    working,
+    enqueue,
+    dequeue,
+    deljob,
+    show,
+    qlen,
+    qstat,
+    qpeek,
+    deadletters,
+    jscan,
+    qscan,
+    hello,
+    info,
 ]

@@ -41,8 +41,13 @@ def _show(state: State, status: dict[str, Any]) -> None:
 
 
 @server.command()
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
-              help="Seconds to wait for the server to answer.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for the server to answer.",
+)
 @pass_state
 def start(state: State, timeout: float) -> None:
     """Start the embedded server if it is not running, and show its status."""
@@ -52,8 +57,13 @@ def start(state: State, timeout: float) -> None:
 
 
 @server.command()
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
-              help="Seconds to wait for the server to exit before killing it.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds to wait for the server to exit before killing it.",
+)
 @pass_state
 def stop(state: State, timeout: float) -> None:
     """Stop the embedded server (its data is flushed to disk first).

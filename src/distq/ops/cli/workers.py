@@ -115,8 +115,13 @@ def quiet(state: State, worker_id: str) -> None:
 
 @ctl.command(name="ping")
 @_WORKER_ID
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0,
-              show_default=True, help="Seconds to wait for the pong.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="Seconds to wait for the pong.",
+)
 @pass_state
 def ping_command(state: State, worker_id: str, timeout: float) -> None:
     """Ping the worker and print the round trip in milliseconds.
