@@ -5,7 +5,9 @@ Layers, each a package folder; a lower layer never imports a higher one:
 1. ``connection``: URLs, the embedded default server, reconnects, scripts;
 2. ``codec``: bodies, results and errors as bytes;
 3. ``queue``: Disque's job model (addjob, getjob, ackjob, nack, …);
-4. ``endpoints``: tasks (an :class:`App` and its ``@app.task`` functions);
+4. ``endpoints``: an :class:`App` and its tasks (``@app.task``), cached
+   services (``@app.service``, native or DisTcl's protocol) and actors
+   (``@app.actor``, :class:`Node`, :class:`ActorRef`);
 5. ``runtime``: the forking pool (:mod:`distq.pool`) and ``distq worker``;
 6. ``ops``: the command line.
 
@@ -19,10 +21,19 @@ Start with :func:`connect` (or :func:`connect_async`)::
 """
 
 from distq.connection.url import ConnectionSettings as ConnectionSettings
+from distq.endpoints.actor import ActorRef as ActorRef
+from distq.endpoints.actor import Node as Node
+from distq.endpoints.actor import receive as receive
+from distq.endpoints.actor import reply as reply
+from distq.endpoints.actor import self_ref as self_ref
 from distq.endpoints.app import App as App
+from distq.endpoints.service import Cached as Cached
 from distq.endpoints.task import Task as Task
 from distq.endpoints.task import TaskHandle as TaskHandle
 from distq.endpoints.task import TaskOptions as TaskOptions
+from distq.errors import ActorError as ActorError
+from distq.errors import ActorNotFound as ActorNotFound
+from distq.errors import ActorStopped as ActorStopped
 from distq.errors import AuthenticationError as AuthenticationError
 from distq.errors import CodecError as CodecError
 from distq.errors import ConnectionFailed as ConnectionFailed
@@ -31,6 +42,7 @@ from distq.errors import EmbeddedServerError as EmbeddedServerError
 from distq.errors import InvalidArgument as InvalidArgument
 from distq.errors import JobNotFound as JobNotFound
 from distq.errors import LeaseLost as LeaseLost
+from distq.errors import NameTaken as NameTaken
 from distq.errors import NotReplicated as NotReplicated
 from distq.errors import OutOfMemory as OutOfMemory
 from distq.errors import PayloadTooLarge as PayloadTooLarge
@@ -61,6 +73,14 @@ __all__ = [
     "Task",
     "TaskHandle",
     "TaskOptions",
+    # Services
+    "Cached",
+    # Actors
+    "ActorRef",
+    "Node",
+    "receive",
+    "reply",
+    "self_ref",
     # Clients
     "AsyncClient",
     "AsyncPipeline",
@@ -74,6 +94,9 @@ __all__ = [
     # Settings
     "ConnectionSettings",
     # Errors
+    "ActorError",
+    "ActorNotFound",
+    "ActorStopped",
     "AuthenticationError",
     "CodecError",
     "ConnectionFailed",
@@ -82,6 +105,7 @@ __all__ = [
     "InvalidArgument",
     "JobNotFound",
     "LeaseLost",
+    "NameTaken",
     "NotReplicated",
     "OutOfMemory",
     "PayloadTooLarge",

@@ -19,16 +19,27 @@ translated at the connection layer (``raise … from exc`` keeps the cause)::
     │   └── NotReplicated         fewer replicas than asked confirmed a job
     ├── CodecError                a body could not be encoded or decoded
     │   └── PayloadTooLarge       a body over the configured size limit
+    ├── ActorError
+    │   ├── ActorNotFound         no live actor has this name
+    │   └── NameTaken             the name is registered to another live actor
     ├── RemoteError               code run elsewhere raised (type, message, traceback)
     ├── SoftTimeLimit             raised inside a task that ran past its soft time limit
     ├── WorkerLost                the process running a job died before answering
     ├── EmbeddedServerError       the private default server could not be run
     └── Stop                      raised by a pool's producer to end the pool
+
+Outside the tree, on purpose: :class:`ActorStopped`, a ``BaseException``
+raised inside an actor's ``receive()`` when its node stops it, so that a
+behaviour's own ``except Exception`` cannot swallow it.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "ActorError",
+    "ActorNotFound",
+    "ActorStopped",
+    "NameTaken",
     "AuthenticationError",
     "CodecError",
     "ConnectionFailed",
@@ -185,3 +196,23 @@ class WorkerLost(DistqError):
 
 class Stop(DistqError):
     """Raised by a pool's producer to end the pool (wodehaus's ``#:stop``)."""
+
+
+class ActorError(DistqError):
+    """An actor could not be found, named or reached."""
+
+
+class ActorNotFound(ActorError):
+    """No live actor is registered under this name."""
+
+
+class NameTaken(ActorError):
+    """The name is registered to another actor, on a node that is alive."""
+
+
+class ActorStopped(BaseException):
+    """Raised inside an actor's ``receive()`` when its node stops it.
+
+    A ``BaseException``, so a behaviour's ``except Exception`` does not
+    swallow it; let it propagate.
+    """

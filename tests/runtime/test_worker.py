@@ -141,7 +141,13 @@ class WorkerProcess:
             ) from None
 
     def kill(self) -> None:
-        """SIGKILL the supervisor and every child it has (by PID)."""
+        """SIGKILL the supervisor and every child it has (by PID).
+
+        The supervisor is stopped first (SIGSTOP), so it cannot fork a
+        replacement between the children's deaths and its own.
+        """
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGSTOP)
         for child in self.children():
             _kill_quietly(child)
         _kill_quietly(self.pid)

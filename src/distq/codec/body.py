@@ -13,11 +13,17 @@ not inside the body, so other readers see the bytes exactly as sent):
 Decoding follows the stored format, whatever codec the reader prefers for
 writing, so a msgpack producer and a JSON consumer interoperate. Nothing is
 ever unpickled or imported from a body.
+
+References (actor references) travel inside any value: an object with a
+``__distq_ref__()`` method returning ``(node, actor)`` is written as
+``{"$ref": [node, actor]}`` in JSON (an extension type in msgpack), and a
+codec given ``make_ref`` turns those back into references when decoding.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
@@ -51,11 +57,14 @@ class BodyCodec:
     Args:
         name: ``"json"`` (default) or ``"msgpack"``: how values other than
             ``bytes`` and ``str`` are written.
+        make_ref: builds a reference from ``(node, actor)`` when one is decoded
+            (without it, references decode as ``{"$ref": [node, actor]}``).
     """
 
-    __slots__ = ("_encode_value", "name", "value_format")
+    __slots__ = ("_encode_value", "make_ref", "name", "value_format")
 
-    def __init__(self, name: str = "json") -> None:
+    def __init__(self, name: str = "json", make_ref: MakeRef | None = None) -> None:
+        self.make_ref = make_ref
         if name == "json":
             self.value_format = Format.JSON
             self._encode_value = _json_encode
@@ -91,9 +100,11 @@ class BodyCodec:
             if fmt == Format.TEXT:
                 return data.decode()
             if fmt == Format.JSON:
-                return json.loads(data)
+                return json.loads(data, object_hook=self._json_ref if self.make_ref else None)
             if fmt == Format.MSGPACK:
-                return _msgpack().unpackb(data, raw=False, strict_map_key=False)
+                return _msgpack().unpackb(
+                    data, raw=False, strict_map_key=False, ext_hook=self._msgpack_ref
+                )
         except (ValueError, UnicodeDecodeError, TypeError) as exc:
             raise CodecError(
                 f"job {job_id}: body is not valid {Format(fmt).name}: {exc}", job_id
@@ -102,11 +113,52 @@ class BodyCodec:
             raise CodecError(f"job {job_id}: body cannot be decoded: {exc}", job_id) from exc
         raise CodecError(f"job {job_id}: unknown body format {fmt!r}", job_id)
 
+    def _json_ref(self, obj: dict[str, Any]) -> Any:
+        ref = obj.get(_REF_KEY) if len(obj) == 1 else None
+        if isinstance(ref, list) and len(ref) == 2 and self.make_ref is not None:
+            return self.make_ref(str(ref[0]), str(ref[1]))
+        return obj
+
+    def _msgpack_ref(self, code: int, data: bytes) -> Any:
+        if code != _REF_EXT:
+            return _msgpack().ExtType(code, data)
+        node, actor = _msgpack().unpackb(data, raw=False)
+        return self.make_ref(node, actor) if self.make_ref else {_REF_KEY: [node, actor]}
+
+
+#: A reference's JSON form is {"$ref": [node, actor]}; in msgpack, extension 1.
+_REF_KEY = "$ref"
+_REF_EXT = 1
+MakeRef = Callable[[str, str], Any]
+
+
+def _ref_parts(value: Any) -> list[str] | None:
+    method = getattr(value, "__distq_ref__", None)
+    return list(method()) if callable(method) else None
+
+
+def _json_default(value: Any) -> Any:
+    parts = _ref_parts(value)
+    if parts is None:
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+    return {_REF_KEY: parts}
+
+
+def _msgpack_default(value: Any) -> Any:
+    parts = _ref_parts(value)
+    if parts is None:
+        raise TypeError(f"can not serialize {type(value).__name__!r} object")
+    return _msgpack().ExtType(_REF_EXT, _msgpack().packb(parts))
+
 
 def _json_encode(value: Any) -> bytes:
     try:
         return json.dumps(
-            value, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+            value,
+            separators=(",", ":"),
+            ensure_ascii=False,
+            allow_nan=False,
+            default=_json_default,
         ).encode()
     except (TypeError, ValueError) as exc:
         raise CodecError(f"cannot encode {type(value).__name__} as JSON: {exc}") from exc
@@ -114,7 +166,7 @@ def _json_encode(value: Any) -> bytes:
 
 def _msgpack_encode(value: Any) -> bytes:
     try:
-        data: bytes = _msgpack().packb(value, use_bin_type=True)
+        data: bytes = _msgpack().packb(value, use_bin_type=True, default=_msgpack_default)
     except (TypeError, ValueError, OverflowError) as exc:
         raise CodecError(f"cannot encode {type(value).__name__} as msgpack: {exc}") from exc
     return data

@@ -68,6 +68,7 @@ _SCRIPT_ERRORS: dict[str, type[errors.DistqError]] = {
     "NOJOB": errors.JobNotFound,
     "LEASELOST": errors.LeaseLost,
     "BADARG": errors.InvalidArgument,
+    "NAMETAKEN": errors.NameTaken,
 }
 _REDACTED_COMMANDS = {b"AUTH", "AUTH", b"HELLO", "HELLO"}
 

@@ -19,6 +19,7 @@ are registered by importing the module; a task is known by its name
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import replace
@@ -27,12 +28,24 @@ from typing import Any, ParamSpec, TypeVar, overload
 from distq.codec.body import BodyCodec
 from distq.connection.client import AsyncConnection, SyncConnection
 from distq.connection.ops import Op
+from distq.endpoints.actor import (
+    ActorRef,
+    Node,
+    call_op,
+    make_envelope,
+    need,
+    register_op,
+    send_op,
+    watch_op,
+    whereis_op,
+)
 from distq.endpoints.service import (
     Protocol,
     Service,
     ServiceOptions,
     distcl_forget,
     distcl_get,
+    distcl_get_many,
     distcl_prefetch,
     native_forget,
     native_get,
@@ -43,12 +56,13 @@ from distq.endpoints.service import (
 from distq.endpoints.task import Task, TaskOptions, split_call, validate_options
 from distq.errors import InvalidArgument
 from distq.queue.client import AsyncClient, Client, resolve_settings
-from distq.queue.ops import DEFAULT_MAX_PAYLOAD, QueueContext
+from distq.queue.ops import DEFAULT_MAX_PAYLOAD, Duration, QueueContext
 
 __all__ = ["App"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+B = TypeVar("B")
 
 
 class App:
@@ -61,6 +75,9 @@ class App:
         max_payload: the largest encoded message, in bytes.
         protocol: the wire protocol of this app's services: ``"native"`` or
             ``"distcl"`` (DisTcl's keys and values, for Tcl peers).
+        secret: the cluster secret (``None``: ``DISTQ_SECRET``, else none):
+            every actor message then carries an HMAC-SHA256 of its bytes, and
+            one without a valid MAC is refused and dead-lettered.
         **defaults: default :class:`~distq.endpoints.task.TaskOptions` for
             every task of this app (``queue``, ``retry``, ``result_ttl``, …).
     """
@@ -73,6 +90,7 @@ class App:
         codec: str = "json",
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         protocol: Protocol = "native",
+        secret: str | bytes | None = None,
         **defaults: Any,
     ) -> None:
         self.url = url
@@ -82,6 +100,9 @@ class App:
         self.defaults = _options(TaskOptions(), defaults)
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.services: dict[str, Service] = {}
+        self.actors: dict[str, tuple[Any, dict[str, Any]]] = {}
+        chosen = secret if secret is not None else os.environ.get("DISTQ_SECRET") or None
+        self.secret: bytes | None = chosen.encode() if isinstance(chosen, str) else chosen
         self.protocol: Protocol = _protocol(protocol)
         self._client: Client | None = None
         self._aclient: AsyncClient | None = None
@@ -91,9 +112,11 @@ class App:
     # -- connections (made on first use, so a forked worker makes its own)
 
     def _connect(self) -> None:
-        settings, self._context = resolve_settings(
+        settings, context = resolve_settings(
             self.url, self.namespace, self._codec, self._max_payload
         )
+        codec = BodyCodec(self._codec, make_ref=lambda node, actor: ActorRef(node, actor, self))
+        self._context = replace(context, codec=codec)
         self._client = Client(SyncConnection(settings), self._context)
 
     @property
@@ -135,6 +158,12 @@ class App:
         if self._client is not None:
             self._client.close()
         self.forget_connections()
+
+    async def aclose(self) -> None:
+        """Close the app's connections, the asyncio ones included (from asyncio code)."""
+        if self._aclient is not None:
+            await self._aclient.close()
+        self.close()
 
     def forget_connections(self) -> None:
         """Drop (without closing) connections made by a parent process before a
@@ -255,7 +284,9 @@ class App:
         options = self._service(validate_service(name))
         split = [split_call(call) for call in calls]
         if options.protocol == "distcl":
-            return _sequence([distcl_get(name, a, timeout) for a, _ in split])
+            for _, kwargs in split:
+                _no_kwargs(kwargs)
+            return distcl_get_many(name, [a for a, _ in split], timeout)
         return native_get_many(self.context, name, options, split, timeout)
 
     def get(self, name: str, *args: Any, timeout: float | None = 10.0, **kwargs: Any) -> Any:
@@ -307,6 +338,101 @@ class App:
         """Like :meth:`get_many`, awaited."""
         return await self.aclient.run(self._get_many_op(name, calls, timeout))
 
+    # -- actors
+
+    def actor(
+        self, name: str, *, supervise: bool = False, trap_exit: bool = False
+    ) -> Callable[[B], B]:
+        """Declare an actor every node of this app spawns at start, registered as ``name``.
+
+        Decorates a behaviour: a function looping on ``distq.receive()``, or a
+        class with ``receive(self, message)``.
+        """
+
+        def register(behaviour: B) -> B:
+            if name in self.actors:
+                raise InvalidArgument(f"an actor named {name!r} is already declared")
+            self.actors[name] = (behaviour, {"supervise": supervise, "trap_exit": trap_exit})
+            return behaviour
+
+        return register
+
+    def node(self, node_id: str | None = None, *, heartbeat_s: float = 1.0) -> Node:
+        """A node hosting actors in this process (``with app.node() as node:``)."""
+        return Node(self, node_id, heartbeat_s=heartbeat_s)
+
+    def whereis(self, name: str) -> ActorRef | None:
+        """The actor registered as ``name``, or None (no live actor has it)."""
+        return self.client.run(whereis_op(self, name))
+
+    def register(self, name: str, ref: ActorRef) -> None:
+        """Register ``ref`` as ``name`` cluster-wide.
+
+        Raises:
+            NameTaken: a live actor holds the name.
+        """
+        self.client.run(register_op(self, name, ref))
+
+    def _ref(self, target: ActorRef | str) -> ActorRef:
+        if isinstance(target, ActorRef):
+            return target if target.app is self else ActorRef(target.node, target.actor, self)
+        return need(self.whereis(target), target)
+
+    def send(self, target: ActorRef | str, message: Any) -> None:
+        """Put ``message`` in an actor's mailbox (by reference or registered name).
+
+        Raises:
+            ActorNotFound: no live actor has that name.
+            CodecError: the message cannot be encoded (nothing is sent).
+        """
+        self.client.run(send_op(self, self._ref(target), make_envelope(message)))
+
+    def send_many(self, messages: Iterable[tuple[ActorRef | str, Any]]) -> None:
+        """Send many messages, to one actor or many, in one round trip."""
+        ops = [send_op(self, self._ref(t), make_envelope(m)) for t, m in messages]
+        stepper = self.client._conn.run_many(ops)
+        for index in range(len(ops)):
+            stepper.outcome(index)
+
+    def call(self, target: ActorRef | str, message: Any, *, timeout: Duration = 10.0) -> Any:
+        """Send ``message`` and wait for the reply to that very message.
+
+        Raises:
+            RemoteError: the actor raised while handling it.
+            Timeout: no reply within ``timeout`` seconds.
+            ActorNotFound: no live actor has that name.
+        """
+        return self.client.run(call_op(self, self._ref(target), message, timeout))
+
+    async def asend(self, target: ActorRef | str, message: Any) -> None:
+        """Like :meth:`send`, awaited."""
+        ref = (
+            target
+            if isinstance(target, ActorRef)
+            else need(await self.aclient.run(whereis_op(self, target)), target)
+        )
+        await self.aclient.run(send_op(self, ref, make_envelope(message)))
+
+    async def acall(self, target: ActorRef | str, message: Any, *, timeout: Duration = 10.0) -> Any:
+        """Like :meth:`call`, awaited."""
+        ref = (
+            target
+            if isinstance(target, ActorRef)
+            else need(await self.aclient.run(whereis_op(self, target)), target)
+        )
+        return await self.aclient.run(call_op(self, ref, message, timeout))
+
+    def monitor(self, watcher: ActorRef, watched: ActorRef) -> None:
+        """Tell ``watcher`` (a message ``{"down": ref, "reason": …}``) when
+        ``watched`` stops or its node dies."""
+        self.client.run(watch_op(self, watcher, watched, "monitor"))
+
+    def link(self, first: ActorRef, second: ActorRef) -> None:
+        """Link two actors: when one stops abnormally the other gets
+        ``{"exit": ref, "reason": …}`` — and stops too, unless it traps exits."""
+        self.client.run(watch_op(self, first, second, "link"))
+        self.client.run(watch_op(self, second, first, "link"))
+
     def __repr__(self) -> str:
         return f"<distq.App namespace={self.namespace!r} tasks={len(self.tasks)}>"
 
@@ -320,13 +446,6 @@ def _protocol(value: str) -> Protocol:
 def _no_kwargs(kwargs: dict[str, Any]) -> None:
     if kwargs:
         raise InvalidArgument("DisTcl services take positional arguments only")
-
-
-def _sequence(ops: list[Op[Any]]) -> Op[list[Any]]:
-    results = []
-    for op in ops:
-        results.append((yield from op))
-    return results
 
 
 def _options(base: TaskOptions, changes: dict[str, Any]) -> TaskOptions:

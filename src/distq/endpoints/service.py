@@ -301,13 +301,44 @@ def distcl_get(service: str, args: tuple[Any, ...], timeout: Duration | None) ->
     if cached is not None:
         return _distcl_result(cached, keys.value(key))
     yield from single(Command(("RPUSH", keys.get_queue, key)))
+    return (yield from _distcl_wait(keys, key, _deadline(timeout), timeout))
+
+
+def distcl_get_many(
+    service: str, calls: list[tuple[Any, ...]], timeout: Duration | None
+) -> Op[list[str]]:
+    """Many ``distcl::get``s at once: one round trip reads the cache, one
+    queues every missing KEY (once each), then the waits."""
+    keys = DistclKeys(service)
+    names = [distcl_key(args) for args in calls]
+    cached = yield [Command(("GET", keys.value(name))) for name in names]
+    missing = list(
+        dict.fromkeys(n for n, value in zip(names, cached, strict=True) if value is None)
+    )
+    if missing:
+        yield [Command(("RPUSH", keys.get_queue, name)) for name in missing]
     deadline = _deadline(timeout)
+    values: list[str] = []
+    waited: dict[str, str] = {}
+    for name, value in zip(names, cached, strict=True):
+        if value is not None:
+            values.append(_distcl_result(value, keys.value(name)))
+            continue
+        if name not in waited:
+            waited[name] = yield from _distcl_wait(keys, name, deadline, timeout)
+        values.append(waited[name])
+    return values
+
+
+def _distcl_wait(
+    keys: DistclKeys, name: str, deadline: float | None, timeout: Duration | None
+) -> Op[str]:
     while True:
-        reply = yield from single(Command(("BLPOP", keys.waitlist(key), _slice(deadline, 2.0))))
+        reply = yield from single(Command(("BLPOP", keys.waitlist(name), _slice(deadline, 2.0))))
         if reply is not None:
-            return _distcl_result(reply[1], keys.value(key))
+            return _distcl_result(reply[1], keys.value(name))
         if deadline is not None and time.monotonic() >= deadline:
-            raise Timeout(f"Request for '{keys.value(key)}' timed out.")
+            raise Timeout(f"Request for '{keys.value(name)}' timed out.")
 
 
 def distcl_prefetch(service: str, args: tuple[Any, ...]) -> Op[bool]:

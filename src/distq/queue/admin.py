@@ -10,7 +10,19 @@ from distq.queue.job import Job, JobState
 from distq.queue.keys import QueueKeys, parse_id, validate_queue
 from distq.queue.ops import QueueContext
 
-__all__ = ["deadletters", "hello", "info", "jscan", "qlen", "qpeek", "qscan", "qstat", "show"]
+__all__ = [
+    "deadletters",
+    "durability",
+    "durability_warnings",
+    "hello",
+    "info",
+    "jscan",
+    "qlen",
+    "qpeek",
+    "qscan",
+    "qstat",
+    "show",
+]
 
 
 def qstat(ctx: QueueContext, queue: str) -> Op[dict[str, Any]]:
@@ -273,3 +285,39 @@ def _number(value: str) -> Any:
         except ValueError:
             pass
     return value
+
+
+def durability(ctx: QueueContext) -> Op[dict[str, Any]]:
+    """What the server promises about keeping jobs: ``aof`` (bool), ``appendfsync``
+    (``None`` when CONFIG is not allowed) and ``maxmemory_policy``."""
+    del ctx
+    persistence, memory, fsync = yield [
+        Command(("INFO", "persistence")),
+        Command(("INFO", "memory")),
+        Command(("CONFIG", "GET", "appendfsync")),
+    ]
+    fsync_value = None
+    if isinstance(fsync, list) and len(fsync) == 2:  # RESP2: [name, value]
+        fsync_value = bytes(fsync[1]).decode()
+    elif isinstance(fsync, dict) and fsync:  # RESP3: {name: value}
+        fsync_value = bytes(next(iter(fsync.values()))).decode()
+    return {
+        "aof": parse_info(persistence).get("aof_enabled") == 1,
+        "appendfsync": fsync_value,
+        "maxmemory_policy": parse_info(memory).get("maxmemory_policy"),
+    }
+
+
+def durability_warnings(state: dict[str, Any]) -> list[str]:
+    """Plain warnings about what a server's settings risk (RELIABILITY rule 6)."""
+    warnings = []
+    if not state["aof"]:
+        warnings.append("AOF is off: a server restart loses every job not yet acknowledged")
+    elif state["appendfsync"] == "no":
+        warnings.append("appendfsync is 'no': a server crash may lose the last seconds of jobs")
+    policy = state["maxmemory_policy"]
+    if policy and policy != "noeviction":
+        warnings.append(
+            f"maxmemory-policy is {policy!r}: the server may evict jobs; use 'noeviction'"
+        )
+    return warnings

@@ -24,6 +24,16 @@ request's arguments), three keys under one hash tag, so they share a slot::
 and its requests are jobs of the queue ``svc.<service>``. (DisTcl's own
 layout is in :mod:`distq.endpoints.distcl`.)
 
+Actors (see :mod:`distq.endpoints.actor`) keep their mailboxes as queues
+named ``actor.<actor id>``, and these namespace-wide keys::
+
+    <ns>:actors:names        hash    name → "<node> <actor id>"
+    <ns>:nodes               zset    node id → time of its last beat (ms)
+    <ns>:node:<node>         hash    host, pid, started: one live node
+    <ns>:node:<node>:actors  set     the ids of the actors it hosts
+    <ns>:mon:<actor id>      set     "<node> <actor id> <kind>" of its watchers
+    <ns>:reply:<call id>     list    the answer to one call (short-lived)
+
 A job id is ``D-<core>-<queue>``: ``<core>`` is 24 hex digits (milliseconds,
 a per-process sequence, a per-process random origin), so ids are unique and
 ordered by creation time, and the id alone locates the job and its queue.
@@ -33,16 +43,21 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
+import socket
 import threading
 import time
 
 from distq.errors import InvalidArgument
 
 __all__ = [
+    "ActorKeys",
     "QueueKeys",
     "ServiceKeys",
     "job_key",
+    "mailbox_queue",
     "new_id",
+    "new_process_id",
     "parse_id",
     "service_queue",
     "validate_queue",
@@ -133,6 +148,42 @@ class ServiceKeys:
         return (self.value, self.inflight, self.waitlist)
 
 
+#: Queues whose names start so are actor mailboxes.
+MAILBOX_PREFIX = "actor."
+
+
+def mailbox_queue(actor: str) -> str:
+    """The queue holding the messages of one actor."""
+    return validate_queue(MAILBOX_PREFIX + actor)
+
+
+class ActorKeys:
+    """The namespace-wide keys of actors and nodes."""
+
+    __slots__ = ("names", "namespace", "nodes")
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.names = f"{namespace}:actors:names"
+        self.nodes = f"{namespace}:nodes"
+
+    def node(self, node: str) -> str:
+        """A live node's hash."""
+        return f"{self.namespace}:node:{node}"
+
+    def node_actors(self, node: str) -> str:
+        """The set of actor ids a node hosts."""
+        return f"{self.namespace}:node:{node}:actors"
+
+    def watchers(self, actor: str) -> str:
+        """The set of watchers (monitors and links) of an actor."""
+        return f"{self.namespace}:mon:{actor}"
+
+    def reply(self, call_id: str) -> str:
+        """Where the answer to one call is pushed."""
+        return f"{self.namespace}:reply:{call_id}"
+
+
 def job_key(namespace: str, job_id: str) -> str:
     """The key of the job with this id."""
     core, queue = parse_id(job_id)
@@ -181,6 +232,16 @@ class _IdSource:
 
 
 _ids = _IdSource()
+
+
+_HOST_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def new_process_id() -> str:
+    """A new, short, unique id of a process (a worker, a node):
+    ``<host>.<pid>.<random>``, e.g. ``"box.1234.a1b2c3"``."""
+    host = _HOST_CHARS.sub("-", socket.gethostname().split(".")[0]).strip("-") or "host"
+    return f"{host}.{os.getpid()}.{secrets.token_hex(3)}"
 
 
 def new_id(queue: str) -> tuple[str, str]:

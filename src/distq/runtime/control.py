@@ -42,7 +42,6 @@ import logging
 import math
 import os
 import re
-import secrets
 import socket
 import time
 from collections.abc import Mapping, Sequence
@@ -52,6 +51,7 @@ from distq.connection.ops import Command, Op, ScriptCall, single
 from distq.connection.scripts import load_scripts
 from distq.errors import InvalidArgument, Timeout
 from distq.queue.client import Client
+from distq.queue.keys import new_process_id
 
 __all__ = [
     "CONTROL_BATCH",
@@ -119,8 +119,7 @@ def new_worker_id() -> str:
     ``<host>`` is the first label of the host name, with anything but
     letters, digits, ``-`` and ``_`` replaced by ``-``.
     """
-    host = _HOST_CHARS.sub("-", socket.gethostname().split(".")[0]).strip("-") or "host"
-    return f"{host}.{os.getpid()}.{secrets.token_hex(3)}"
+    return new_process_id()
 
 
 def interpret(message: str) -> ControlKind | None:

@@ -12,6 +12,9 @@ and is renewed while the computation runs (not a fixed 10 s, so a long
 computation is not started twice), and each claimed request is recorded in a
 processing set; when a server dies mid-computation, another server takes the
 request over — run list and waiters intact — instead of the clients timing out.
+Requests for a KEY that queued up behind its computation (one server computes
+one request at a time, so DisTcl would compute each of them again) are served
+its result; one taken off the queue once KEY is cached is answered from the cache.
 """
 
 from __future__ import annotations
@@ -111,7 +114,7 @@ class DistclServer:
         log.debug("QUEUE %s REQUEST '%s'", queue.decode(), request)
         member = json.dumps([service.name, request])
         claimed = self.app.client.run(single(self._claim(service, request, is_get, member)))
-        if claimed:
+        if claimed == 1:  # (0: in flight elsewhere; 2: cached meanwhile, answered)
             self._compute(service, request, member)
 
     def _control(self, message: str) -> None:
@@ -127,9 +130,10 @@ class DistclServer:
 
     def _claim(self, service: Service, key: str, is_get: int, member: str) -> ScriptCall:
         lease_ms = round(service.options.lease * 1000)
+        keys = service.distcl
         return ScriptCall(
             SCRIPTS["distcl_claim"],
-            (service.distcl.run_list(key), self.processing),
+            (keys.run_list(key), self.processing, keys.value(key), keys.waitlist(key)),
             (is_get, max(1, round(2 * service.options.lease)), member, lease_ms),
         )
 
@@ -146,11 +150,19 @@ class DistclServer:
             single(
                 ScriptCall(
                     SCRIPTS["distcl_done"],
-                    (keys.value(key), keys.run_list(key), keys.waitlist(key), self.processing),
+                    (
+                        keys.value(key),
+                        keys.run_list(key),
+                        keys.waitlist(key),
+                        self.processing,
+                        keys.get_queue,
+                        keys.prefetch_queue,
+                    ),
                     (
                         format_value(status, value),
                         "" if expiry is None else max(1, round(expiry)),
                         member,
+                        key,
                     ),
                 )
             )

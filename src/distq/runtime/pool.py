@@ -21,6 +21,7 @@ long-running job that it should wrap up.
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import pickle
 import selectors
@@ -35,11 +36,23 @@ from typing import Any
 from distq.codec.body import BodyCodec
 from distq.errors import CodecError, DistqError, RemoteError, WorkerLost
 
-__all__ = ["Done", "Message", "Pool", "in_worker_process", "process_name", "report", "stopping"]
+__all__ = [
+    "BOARD_SLOTS",
+    "Done",
+    "Message",
+    "Pool",
+    "board",
+    "in_worker_process",
+    "process_name",
+    "report",
+    "stopping",
+]
 
 log = logging.getLogger(__name__)
 
 Logger = Callable[..., None]
+#: Integers each worker process may publish on the pool's shared board.
+BOARD_SLOTS = 4
 _HEADER = struct.Struct(">I")
 _REF = struct.Struct(">H")
 _codec = BodyCodec()
@@ -56,12 +69,14 @@ def _decode(data: bytes) -> Any:
 
 @dataclass(slots=True)
 class Done:
-    """A job finished: its result, or the error it ended with."""
+    """A job finished: its result, or the error it ended with (and, for a
+    process that died, what it last published on the shared board)."""
 
     pid: int
     job: Any
     result: Any
     seconds: float
+    board: list[int] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -79,6 +94,7 @@ class _ChildState:
     sock: socket.socket | None = None
     stopping = False
     name: Any = None
+    board: memoryview | None = None
 
 
 _child = _ChildState()
@@ -93,6 +109,13 @@ def process_name() -> Any:
     if _child.sock is not None:
         return os.getpid()
     return _child.name or f"pool-server:{os.getpid()}"
+
+
+def board() -> memoryview | None:
+    """This worker process's slot of the pool's shared board: ``BOARD_SLOTS``
+    integers the parent reads at any time (``Pool.board_of``) without a
+    message. None outside a pool's worker process."""
+    return _child.board
 
 
 def in_worker_process() -> bool:
@@ -185,6 +208,7 @@ class _Child:
     started: float = 0.0
     dedicated: bool = False
     jobs_done: int = 0
+    slot: int = 0
     buffer: bytearray = field(default_factory=bytearray)
 
 
@@ -213,6 +237,10 @@ class Pool:
         self._selector = selectors.DefaultSelector()
         self._events: list[Done | Message] = []
         self._refs: dict[Callable[[Any], Any], bytes] = {}
+        # Shared anonymous memory, inherited by every fork: one slot per process.
+        # (Twice the workers: a process that answered stays until its exit is seen.)
+        self._board = mmap.mmap(-1, 2 * workers * BOARD_SLOTS * 8)
+        self._free_slots = list(range(2 * workers))
 
     # -- state
 
@@ -229,6 +257,22 @@ class Pool:
     def running(self) -> dict[int, tuple[Any, float]]:
         """``{pid: (job, started)}`` of every child running a job."""
         return {c.pid: (c.job, c.started) for c in self._children.values() if c.busy}
+
+    def board_of(self, pid: int) -> list[int]:
+        """What the worker process ``pid`` published on the shared board (zeros if none)."""
+        child = self._children.get(pid)
+        view = self._slot_view(child.slot) if child is not None else None
+        if view is None:
+            return [0] * BOARD_SLOTS
+        published = list(view)
+        view.release()
+        return published
+
+    def _slot_view(self, slot: int) -> memoryview | None:
+        if slot < 0:
+            return None
+        start = slot * BOARD_SLOTS * 8
+        return memoryview(self._board)[start : start + BOARD_SLOTS * 8].cast("q")
 
     def pids(self) -> list[int]:
         """The PIDs of every live child."""
@@ -272,6 +316,11 @@ class Pool:
         if len(self._children) >= self.workers:
             self._retire_idle()
         parent_sock, child_sock = socket.socketpair()
+        slot = self._free_slots.pop(0) if self._free_slots else -1
+        view = self._slot_view(slot)
+        if view is not None:
+            for index in range(BOARD_SLOTS):
+                view[index] = 0
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
             code = 0
@@ -279,13 +328,16 @@ class Pool:
                 parent_sock.close()
                 for other in self._children.values():
                     other.sock.close()
+                _child.board = view
                 _child_main(child_sock, inherited, 1 if inherited else self.max_jobs_per_child)
             except BaseException:
                 code = 1
             finally:
                 os._exit(code)
         child_sock.close()
-        child = _Child(pid, parent_sock, dedicated=inherited is not None)
+        if view is not None:
+            view.release()
+        child = _Child(pid, parent_sock, dedicated=inherited is not None, slot=slot)
         self._children[pid] = child
         self._selector.register(parent_sock, selectors.EVENT_READ, child)
         self._log("info", "worker process %d started", pid)
@@ -340,6 +392,7 @@ class Pool:
         child.jobs_done += 1  # at max_jobs_per_child the child exits: it is not given more
 
     def _lost(self, child: _Child) -> None:
+        published = self.board_of(child.pid)
         self._close(child)
         status = _reap(child.pid, block=True)
         if child.busy:
@@ -347,12 +400,14 @@ class Pool:
                 f"worker process {child.pid} died ({_describe(status)}) running a job"
             )
             self._log("error", "%s", error)
-            self._events.append(Done(child.pid, child.job, error, time.monotonic() - child.started))
+            seconds = time.monotonic() - child.started
+            self._events.append(Done(child.pid, child.job, error, seconds, published))
         else:
             self._log("info", "worker process %d exited", child.pid)
 
     def _close(self, child: _Child) -> None:
-        self._children.pop(child.pid, None)
+        if self._children.pop(child.pid, None) is not None and child.slot >= 0:
+            self._free_slots.append(child.slot)
         self._selector.unregister(child.sock)
         child.sock.close()
 
@@ -401,6 +456,7 @@ class Pool:
         if self._children:
             self.stop(graceful=False)
         self._selector.close()
+        self._board.close()
 
     def __enter__(self) -> Pool:
         return self

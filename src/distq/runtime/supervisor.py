@@ -28,10 +28,11 @@ from typing import Any
 
 from distq.endpoints.app import App
 from distq.errors import DistqError, InvalidArgument, RemoteError, WorkerLost
+from distq.queue import admin
 from distq.queue.job import Job
 from distq.queue.keys import parse_id
 from distq.runtime.pool import Done, Message, Pool
-from distq.runtime.worker import WorkerConfig, load_app, worker_main
+from distq.runtime.worker import RUNNING_ASYNC, WorkerConfig, load_app, worker_main
 
 __all__ = ["Supervisor"]
 
@@ -94,6 +95,7 @@ class Supervisor:
 
     def run(self) -> int:
         """Serve until told to stop; return the process exit code."""
+        self._check_server()
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             with Pool(sum(self._wanted), max_jobs_per_child=1) as pool:
@@ -106,6 +108,16 @@ class Supervisor:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return code
+
+    def _check_server(self) -> None:
+        """Say at start what the server's settings risk (AOF, fsync, eviction)."""
+        try:
+            state = self.app.client.run(admin.durability(self.app.context))
+        except DistqError as exc:
+            log.warning("could not read the server's durability settings: %s", exc)
+            return
+        for warning in admin.durability_warnings(state):
+            log.warning("%s", warning)
 
     def _serve(self, pool: Pool) -> int:
         while not self.signals and sum(self._wanted) > 0:
@@ -145,7 +157,7 @@ class Supervisor:
         child = self._children.pop(event.pid, None) or _Child()
         result = event.result
         if isinstance(result, WorkerLost):
-            self._recover(child, f"worker lost: {result}")
+            self._recover(child, f"worker lost: {result}", event.board)
         elif isinstance(result, RemoteError | DistqError):
             self._crashed(event, result)
         elif isinstance(result, dict):
@@ -162,11 +174,17 @@ class Supervisor:
             self._crashes += 1
             time.sleep(min(2.0, 0.1 * 2**self._crashes))
 
-    def _recover(self, child: _Child, reason: str) -> None:
+    def _recover(self, child: _Child, reason: str, board: list[int]) -> None:
         """Give a dead process's jobs back: the ones that may have killed it are
         nacked (counted towards max_deliveries, with the reason), the others
         released (uncounted)."""
         culprits = dict.fromkeys(child.running, reason)
+        held = list(child.held)
+        position = board[0] if board else 0
+        if position == RUNNING_ASYNC:
+            culprits.update(dict.fromkeys(held, reason))
+        elif 0 < position <= len(held):
+            culprits[held[position - 1]] = reason
         if child.killed_for is not None:
             culprit, why = child.killed_for
             culprits = {culprit: why}

@@ -152,6 +152,7 @@ class Worker:
         self._held = _Held()
         self._runner: asyncio.Runner | None = None
         self._pending: list[Op[Any]] = []
+        self._positions: dict[str, int] = {}
 
     # -- the loop
 
@@ -207,6 +208,7 @@ class Worker:
             return 0
         with self._held.lock:
             self._held.jobs = {job.id: job for job in jobs}
+        self._positions = {job.id: index + 1 for index, job in enumerate(jobs)}
         _report({"held": [[job.id, job.delivery] for job in jobs]})
         outcomes = self._run_batch(jobs)
         self._pending += _settle(self.app, outcomes)
@@ -313,7 +315,11 @@ class Worker:
         async def all_calls() -> list[_Outcome]:
             return list(await asyncio.gather(*(one(*call) for call in calls)))
 
-        return self._runner.run(all_calls())
+        _publish(RUNNING_ASYNC)  # several run at once: any of them may kill the process
+        try:
+            return self._runner.run(all_calls())
+        finally:
+            _publish(0)
 
     def _started(
         self, job: Job, endpoint: Endpoint, args: list[Any], kwargs: dict[str, Any]
@@ -323,14 +329,20 @@ class Worker:
             if isinstance(endpoint, Service):
                 marker = _marker(self.app, endpoint, args, kwargs)
                 self._held.markers[marker] = round(endpoint.options.lease * 1000)
-        _report({"run": job.id, "limit": endpoint.options.time_limit})
+        if not endpoint.is_async:
+            _publish(self._positions.get(job.id, 0))
+        if endpoint.options.time_limit:  # the supervisor enforces it: tell it when this began
+            _report({"run": job.id, "limit": endpoint.options.time_limit})
 
     def _ended(self, job: Job, endpoint: Endpoint, args: list[Any], kwargs: dict[str, Any]) -> None:
         self.done += 1
         if isinstance(endpoint, Service):
             with self._held.lock:
                 self._held.markers.pop(_marker(self.app, endpoint, args, kwargs), None)
-        _report({"end": job.id})
+        if not endpoint.is_async:
+            _publish(0)
+        if endpoint.options.time_limit:
+            _report({"end": job.id})
 
     # -- the heartbeat thread
 
@@ -379,6 +391,19 @@ def _marker(app: App, service: Service, args: list[Any], kwargs: dict[str, Any])
 def _renew(markers: list[tuple[str, int]]) -> Op[list[Any]]:
     replies = yield [Command(("PEXPIRE", key, ms)) for key, ms in markers]
     return replies
+
+
+#: Published on the pool's board while a batch's ``async def`` calls run together.
+RUNNING_ASYNC = -1
+
+
+def _publish(position: int) -> None:
+    """Publish which job of the held batch runs (1-based; 0: none) on the
+    pool's shared board: free for this process, read by the supervisor only
+    if the process dies, to tell the job that may have killed it."""
+    slots = pool.board()
+    if slots is not None:
+        slots[0] = position
 
 
 def _report(value: dict[str, Any]) -> None:
