@@ -22,6 +22,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_queue.py
 	$(BIN)/python bench/bench_tasks.py
+	$(BIN)/python bench/bench_services.py
+	$(BIN)/python bench/bench_actors.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples
@@ -29,3 +31,23 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# distq against other task libraries (docs/benchmarks.md), in an environment of
+# its own: the peers are never dependencies of distq. BENCH_PEERS_ARGS=--quick
+# for a short development run (see bench/peers/run.py --help).
+BENCH_VENV  := .venv-bench
+BENCH_BIN   := $(BENCH_VENV)/bin
+BENCH_STAMP := $(BENCH_VENV)/.installed
+
+.PHONY: bench-peers
+
+$(BENCH_STAMP): pyproject.toml bench/peers/requirements.txt bench/peers/install.py
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "distq needs Python 3.11+"'
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_BIN)/python -m pip install -q --upgrade pip
+	$(BENCH_BIN)/python bench/peers/install.py
+	@if [ "$$(cat $(BENCH_VENV)/bench-install-status.json)" = "{}" ]; then touch $(BENCH_STAMP); fi
+
+bench-peers: $(BENCH_STAMP)
+	BENCH_COMMAND="make bench-peers$(if $(BENCH_PEERS_ARGS), BENCH_PEERS_ARGS='$(BENCH_PEERS_ARGS)')" \
+		$(BENCH_BIN)/python bench/peers/run.py $(BENCH_PEERS_ARGS)

@@ -9,8 +9,15 @@ embedded default server, started on first use (or ``DISTQ_URL`` if set).
    and acknowledges them until the queue stays empty.
 2. Tasks: starts ``distq worker tasks_demo:app -c 2`` (the tasks are in
    ``examples/tasks_demo.py``), submits 10,000 calls with ``map``, shows a
-   failing task's error and the live workers, then stops the worker with
-   SIGTERM.
+   failing task's error and the live workers.
+3. Services: the same worker serves ``slow-square``, a service that takes a
+   second; 50 threads ask it for the same value at once, and it is computed
+   once; then a few cached calls. Then the worker is stopped with SIGTERM.
+4. Actors: the Factor seed's two examples. Starts ``distq node
+   tasks_demo:app`` (the actors ``process1`` and ``logger`` are in
+   ``examples/tasks_demo.py``), calls ``process1`` and prints its reply, sends
+   ``logger`` a message and shows the node printing it, lists the actors as
+   ``distq actors`` does, then stops the node with SIGTERM.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -45,6 +53,10 @@ WORKER_PROCESSES = 2  # distq worker -c 2
 WORKER_READY_S = 20.0  # the demo gives up on the worker starting after this long
 TASKS_BOUND_S = 40.0  # ... and on the tasks being done after this long
 WORKER_STOP_S = 15.0  # ... and on the worker stopping after SIGTERM after this long
+
+SERVICE_CLIENTS = 50  # threads asking slow-square for the same value at once
+SERVICE_TIMEOUT_S = 15.0  # bound on each of their gets
+CACHED_CALLS = 5  # cached gets shown with their latency
 EXAMPLES = Path(__file__).resolve().parent
 
 console = Console()
@@ -338,6 +350,55 @@ def show_workers(workers: list[dict[str, Any]], app: distq.App) -> None:
     console.print(table)
 
 
+# Services ----------------------------------------------------------------------
+
+
+def services_tour(app: distq.App) -> None:
+    """Many clients, one computation: SERVICE_CLIENTS threads get the same value at once."""
+    from tasks_demo import computations
+
+    console.rule("Services")
+    x = 1000 + int.from_bytes(os.urandom(2), "big") % 9000
+    app.forget("slow-square", x)  # in case an earlier run cached it
+    before = computations(x)
+    values: list[int] = []
+    errors: list[BaseException] = []
+    start_line = threading.Barrier(SERVICE_CLIENTS + 1)
+
+    def client() -> None:
+        start_line.wait()
+        try:
+            values.append(app.get("slow-square", x, timeout=SERVICE_TIMEOUT_S))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client) for _ in range(SERVICE_CLIENTS)]
+    for thread in threads:
+        thread.start()
+    start_line.wait()  # all threads call at once
+    start = time.perf_counter()
+    for thread in threads:
+        thread.join(timeout=SERVICE_TIMEOUT_S + 5)
+    wall = time.perf_counter() - start
+    if errors or len(values) != SERVICE_CLIENTS:
+        raise RuntimeError(f"{len(values)} of {SERVICE_CLIENTS} gets answered: {errors[:1]}")
+    assert set(values) == {x * x}, "wrong values"
+    count = computations(x) - before
+    console.print(
+        f"{SERVICE_CLIENTS} threads called app.get('slow-square', {x}) at once (a 1 s computation)"
+    )
+    console.print(f"  all {SERVICE_CLIENTS} got {x * x} in [bold]{wall:.2f} s[/] wall time")
+    console.print(f"  computed [bold green]{count} time(s)[/]")
+    assert count == 1, f"computed {count} times"
+
+    for _ in range(CACHED_CALLS):
+        t0 = time.perf_counter()
+        value = app.get("slow-square", x)
+        ms = (time.perf_counter() - t0) * 1000
+        console.print(f"  cached app.get('slow-square', {x}) = {value} in [bold]{ms:.2f} ms[/]")
+    assert computations(x) - before == 1
+
+
 def stop_worker(worker: subprocess.Popen[bytes]) -> None:
     """SIGTERM: the worker finishes its running tasks and exits (bounded wait)."""
     start = time.monotonic()
@@ -366,6 +427,7 @@ def tasks_tour() -> None:
             run_tasks(app, worker)
             show_task_failure(app)
             show_workers(workers, app)
+            services_tour(app)
             stop_worker(worker)
         except BaseException:
             log.seek(0)
@@ -397,6 +459,116 @@ def main() -> None:
         show_qstat(client, queue)
         show_failures(client, queue)
     tasks_tour()
+    actors_tour()
+
+
+# Actors --------------------------------------------------------------------------
+
+NODE_READY_S = 20.0  # the demo gives up on the node registering its actors after this long
+NODE_STOP_S = 15.0  # ... and on the node stopping after SIGTERM after this long
+LOGGED_S = 10.0  # ... and on the logger printing its message after this long
+
+
+def start_node(node_id: str, out: IO[bytes], err: IO[bytes]) -> subprocess.Popen[bytes]:
+    """Start ``distq node tasks_demo:app --id NODE_ID`` in the examples folder
+    (DISTQ_URL or the embedded server, like this process)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(EXAMPLES), env.get("PYTHONPATH")]))
+    command = [sys.executable, "-m", "distq", "node", "tasks_demo:app", "--id", node_id]
+    return subprocess.Popen(command, cwd=EXAMPLES, env=env, stdout=out, stderr=err)
+
+
+def wait_for_node(app: distq.App, node: subprocess.Popen[bytes], node_id: str) -> None:
+    """Wait until both names point to the node's actors."""
+    deadline = time.monotonic() + NODE_READY_S
+    while time.monotonic() < deadline:
+        if node.poll() is not None:
+            raise RuntimeError(f"distq node exited with status {node.returncode}")
+        refs = [app.whereis(name) for name in ("process1", "logger")]
+        if all(ref is not None and ref.node == node_id for ref in refs):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"distq node did not register its actors within {NODE_READY_S:.0f} s")
+
+
+def wait_for_line(out: IO[bytes], text: str) -> str:
+    """The first line of the node's standard output containing ``text`` (bounded wait)."""
+    deadline = time.monotonic() + LOGGED_S
+    while time.monotonic() < deadline:
+        out.seek(0)
+        for line in out.read().decode(errors="replace").splitlines():
+            if text in line:
+                return line
+        time.sleep(0.02)
+    raise RuntimeError(f"the node did not print {text!r} within {LOGGED_S:.0f} s")
+
+
+def show_actors(app: distq.App, node_id: str) -> None:
+    """The named actors and the node, as `distq actors` shows them."""
+    from distq.ops.inspect_actors import list_actors
+
+    report = list_actors(app.client)
+    table = Table(title="distq actors", title_justify="left")
+    for column in ("name", "actor id", "node", "alive"):
+        table.add_column(column)
+    for column in ("mailbox", "dead letters"):
+        table.add_column(column, justify="right")
+    for a in report.names:
+        if a.node == node_id:
+            table.add_row(a.name, a.actor, a.node, str(a.alive), str(a.mailbox), str(a.dead))
+    console.print(table)
+
+
+def stop_node(node: subprocess.Popen[bytes]) -> None:
+    """SIGTERM: the actors stop, their names are released, the node exits (bounded wait)."""
+    start = time.monotonic()
+    os.kill(node.pid, signal.SIGTERM)
+    code = node.wait(timeout=NODE_STOP_S)
+    console.print(
+        f"sent SIGTERM to distq node (pid {node.pid}): exited with status {code} "
+        f"after {time.monotonic() - start:.2f} s"
+    )
+
+
+def actors_tour() -> None:
+    """The seed's examples: a synchronous call to process1, an asynchronous send to logger."""
+    from tasks_demo import app
+
+    console.rule("Actors")
+    node_id = f"demo-{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        node = start_node(node_id, out, err)
+        try:
+            since = time.monotonic()
+            wait_for_node(app, node, node_id)
+            console.print(
+                f"started [bold]distq node tasks_demo:app[/] (pid {node.pid}, id {node_id}): "
+                f"process1 and logger registered in {time.monotonic() - since:.2f} s"
+            )
+            t0 = time.perf_counter()
+            answer = app.call("process1", "test-message", timeout=10)
+            ms = (time.perf_counter() - t0) * 1000
+            console.print(f'app.call("process1", "test-message") -> [bold green]{answer!r}[/]')
+            console.print(f"  (looked the name up, sent, and got the reply in {ms:.1f} ms)")
+            assert answer == "Message Received!"
+            app.send("logger", "Log Message!")
+            console.print('app.send("logger", "Log Message!") returned at once')
+            line = wait_for_line(out, "Log Message!")
+            console.print(f"  the node's standard output: [bold yellow]{line}[/]")
+            show_actors(app, node_id)
+            stop_node(node)
+            assert app.whereis("process1") is None, "the name outlived its node"
+            console.print("  the names process1 and logger are released")
+        except BaseException:
+            err.seek(0)
+            console.print("[red]distq node output:[/]")
+            console.print(err.read().decode(errors="replace")[-4000:], markup=False)
+            raise
+        finally:
+            if node.poll() is None:
+                os.kill(node.pid, signal.SIGKILL)
+                node.wait(timeout=10)
+            app.close()
 
 
 if __name__ == "__main__":

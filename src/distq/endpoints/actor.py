@@ -139,7 +139,10 @@ def unseal(app: App, actor: str, stored: bytes) -> dict[str, Any]:
         raise CodecError("refused: the message carries no MAC and a secret is set")
     else:
         data = stored
-    envelope = app.codec.decode(data[:1].decode(errors="replace"), data[1:])
+    fmt = data[:1].decode(errors="replace")
+    if fmt not in ("j", "m"):
+        raise CodecError("not an actor message (no envelope)")
+    envelope = app.codec.decode(fmt, data[1:])
     if not isinstance(envelope, dict) or "m" not in envelope:
         raise CodecError("not an actor message")
     return envelope
@@ -163,6 +166,17 @@ def send_op(app: App, ref: ActorRef, message: dict[str, Any]) -> Op[str]:
         app.context,
         mailbox_queue(ref.actor),
         seal(app, ref.actor, message),
+        retry=MAILBOX_LEASE_S,
+        max_deliveries=MAILBOX_MAX_DELIVERIES,
+    )
+
+
+def send_many_op(app: App, ref: ActorRef, envelopes: list[dict[str, Any]]) -> Op[list[str]]:
+    """Add many envelopes, sealed and in order, to one actor's mailbox."""
+    return queue_ops.addjobs(
+        app.context,
+        mailbox_queue(ref.actor),
+        [seal(app, ref.actor, message) for message in envelopes],
         retry=MAILBOX_LEASE_S,
         max_deliveries=MAILBOX_MAX_DELIVERIES,
     )

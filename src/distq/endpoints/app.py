@@ -35,6 +35,7 @@ from distq.endpoints.actor import (
     make_envelope,
     need,
     register_op,
+    send_many_op,
     send_op,
     watch_op,
     whereis_op,
@@ -388,8 +389,15 @@ class App:
         self.client.run(send_op(self, self._ref(target), make_envelope(message)))
 
     def send_many(self, messages: Iterable[tuple[ActorRef | str, Any]]) -> None:
-        """Send many messages, to one actor or many, in one round trip."""
-        ops = [send_op(self, self._ref(t), make_envelope(m)) for t, m in messages]
+        """Send many messages, to one actor or many, in one round trip (in order
+        per target; each name is looked up once)."""
+        refs: dict[ActorRef | str, ActorRef] = {}
+        batches: dict[ActorRef, list[Any]] = {}
+        for target, message in messages:
+            if target not in refs:
+                refs[target] = self._ref(target)
+            batches.setdefault(refs[target], []).append(make_envelope(message))
+        ops = [send_many_op(self, ref, envelopes) for ref, envelopes in batches.items()]
         stepper = self.client._conn.run_many(ops)
         for index in range(len(ops)):
             stepper.outcome(index)

@@ -279,6 +279,19 @@ def native_done(
     return ScriptCall(SCRIPTS["svc_done"], keys.all(), (stored, ttl_ms, WAITLIST_TTL_MS))
 
 
+def native_failed(ctx: QueueContext, body: Any, error: RemoteError) -> ScriptCall | None:
+    """The request that tells a request's waiters it will not be computed
+    (its server ran out of time, nobody serves it…); None if ``body`` is not
+    a service request."""
+    if not (isinstance(body, dict) and isinstance(body.get("s"), str)):
+        return None
+    args, kwargs = body.get("a", []), body.get("k", {})
+    if not isinstance(args, list) or not isinstance(kwargs, dict):
+        return None
+    keys = ServiceKeys(ctx.namespace, body["s"], request_digest(tuple(args), kwargs))
+    return ScriptCall(SCRIPTS["svc_done"], keys.all(), (encode_error(error), 0, WAITLIST_TTL_MS))
+
+
 # DisTcl protocol: the client side ---------------------------------------------
 
 

@@ -26,11 +26,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from distq.connection.ops import Op, Step
 from distq.endpoints.app import App
+from distq.endpoints.service import native_failed
 from distq.errors import DistqError, InvalidArgument, RemoteError, WorkerLost
 from distq.queue import admin
 from distq.queue.job import Job
-from distq.queue.keys import parse_id
+from distq.queue.keys import SERVICE_QUEUE_PREFIX, parse_id
 from distq.runtime.pool import Done, Message, Pool
 from distq.runtime.worker import RUNNING_ASYNC, WorkerConfig, load_app, worker_main
 
@@ -193,12 +195,31 @@ class Supervisor:
         client = self.app.client
         try:
             for job, why in counted:
+                if child.killed_for is not None and self._time_out_request(job, why):
+                    continue
                 client.nack(job, reason=why)
                 log.warning("job %s: %s; nacked for another delivery", job.id, why)
             if innocent:
                 client.release(*innocent)
         except DistqError as exc:
             log.error("could not give jobs back (%s): their leases will", exc)
+
+    def _time_out_request(self, job: Job, why: str) -> bool:
+        """A service computation that ran out of time failed: tell its waiters
+        (as for an exception) and acknowledge the request, rather than have
+        every server try it again."""
+        if not job.queue.startswith(SERVICE_QUEUE_PREFIX):
+            return False
+        shown = self.app.client.show(job.id)
+        told = native_failed(
+            self.app.context, shown and shown["body"], RemoteError("distq.TimeLimit", why)
+        )
+        if told is None:
+            return False
+        self.app.client.run(_requests([told]))
+        self.app.client.ackjob(job)
+        log.warning("service request %s: %s; its callers get the error", job.id, why)
+        return True
 
     def _enforce_limits(self, pool: Pool) -> None:
         now = time.monotonic()
@@ -213,6 +234,11 @@ class Supervisor:
                     )
                     pool.kill(pid)
                     break
+
+
+def _requests(step: Step) -> Op[list[Any]]:
+    replies = yield step
+    return replies
 
 
 def _job(job_id: str, delivery: int) -> Job:

@@ -30,7 +30,7 @@ from typing import Any
 from distq.codec.result import encode_error, encode_value
 from distq.connection.ops import Command, Op, Request, Step
 from distq.endpoints.app import App
-from distq.endpoints.service import Service, native_done, request_digest
+from distq.endpoints.service import Service, native_done, native_failed, request_digest
 from distq.endpoints.task import Task, complete, fail
 from distq.errors import CodecError, DistqError, InvalidArgument, RemoteError, SoftTimeLimit
 from distq.queue import ops as queue_ops
@@ -425,9 +425,9 @@ def _parse(
         return _Outcome(job, dead_reason="malformed message: neither a task call nor a request")
     if endpoint is None:
         name = body.get("s") or body.get("t")
-        return _Outcome(
-            job, dead_reason=f"unknown {what} {name!r}: not registered on worker {worker_id}"
-        )
+        reason = f"unknown {what} {name!r}: not registered on worker {worker_id}"
+        told = native_failed(app.context, body, RemoteError("distq.UnknownService", reason))
+        return _Outcome(job, [told] if told else [], dead_reason=reason)
     args, kwargs = body.get("a", []), body.get("k", {})
     if not isinstance(args, list) or not isinstance(kwargs, dict):
         return _Outcome(job, dead_reason="malformed message: bad arguments")

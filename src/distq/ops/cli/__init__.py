@@ -9,9 +9,11 @@ from __future__ import annotations
 import click
 
 from distq import __version__
+from distq.ops.cli.actors import actors, node
 from distq.ops.cli.common import DistqGroup, State, configure_logging
 from distq.ops.cli.queue import COMMANDS
 from distq.ops.cli.server import server
+from distq.ops.cli.services import forget, get, prefetch, services
 from distq.ops.cli.worker import serve, worker
 from distq.ops.cli.workers import ctl, workers
 
@@ -82,6 +84,12 @@ cli.add_command(worker)
 cli.add_command(serve)
 cli.add_command(workers)
 cli.add_command(ctl)
+cli.add_command(get)
+cli.add_command(prefetch)
+cli.add_command(forget)
+cli.add_command(services)
+cli.add_command(node)
+cli.add_command(actors)
 
 
 def main() -> None:

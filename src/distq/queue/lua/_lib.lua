@@ -87,7 +87,10 @@ local function requeue_due(ready, leased, delayed, dead, stats, prefix, now)
     end
   end
   local expired = redis.call('ZRANGEBYSCORE', leased, '-inf', now, 'LIMIT', 0, 1000)
-  for _, id in ipairs(expired) do
+  -- Each goes back to the head of the queue: walk them last first, so that
+  -- they keep their order (the first leased ends up first).
+  for i = #expired, 1, -1 do
+    local id = expired[i]
     redis.call('ZREM', leased, id)
     local core = core_of(id)
     if core and redis.call('EXISTS', prefix .. core) == 1 then

@@ -6,7 +6,7 @@
 -- Reply: the number of jobs nacked (jobs not active, or stale tokens, are not).
 local now = now_ms()
 local count = 0
-for i = 7, #KEYS do
+for i = #KEYS, 7, -1 do  -- last first: they go to the head and keep their order
   local jobkey = KEYS[i]
   local id, token = ARGV[(i - 7) * 2 + 2], ARGV[(i - 7) * 2 + 3]
   local f = redis.call('HMGET', jobkey, 's', 'd')
