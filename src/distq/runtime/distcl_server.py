@@ -173,7 +173,9 @@ class DistclServer:
         """Compute the requests whose server stopped renewing them."""
         lease_ms = round(min(s.options.lease for s in self.services.values()) * 1000)
         members = self.app.client.run(
-            single(ScriptCall(SCRIPTS["distcl_reap"], (self.processing,), (lease_ms,)))
+            single(
+                ScriptCall(SCRIPTS["distcl_reap"], (self.processing,), (lease_ms, *self.services))
+            )
         )
         for raw in members:
             member = bytes(raw).decode()
