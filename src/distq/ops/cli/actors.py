@@ -11,38 +11,19 @@ import contextlib
 import logging
 import os
 import signal
-import sys
 import threading
 from types import FrameType
 from typing import Any
 
 import click
 
-from distq.endpoints.app import App
 from distq.errors import DistqError, InvalidArgument
-from distq.ops.cli.common import State, pass_state
+from distq.ops.cli.common import State, load_app_from, pass_state
 from distq.ops.inspect_actors import MAX_NAMES, list_actors
-from distq.runtime.worker import load_app
 
 __all__ = ["actors", "node"]
 
 log = logging.getLogger("distq.node")
-
-
-def load(state: State, app_ref: str) -> App:
-    """Import MODULE:APP (from the current directory first, as ``python -m`` does),
-    with the global ``--url`` and ``--namespace`` applied; log at INFO unless -v."""
-    if not state.verbose:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
-    sys.path.insert(0, os.getcwd())
-    app = load_app(app_ref)
-    if state.url:
-        app.url = state.url
-    if state.namespace_given:
-        app.namespace = state.namespace
-    return app
 
 
 @click.command("node")
@@ -79,7 +60,7 @@ def node(state: State, app_ref: str, node_id: str | None, heartbeat: float) -> N
       distq node myproject.actors:app
       distq --url redis://db:6379/0 node myproject.actors:app --id web-1
     """
-    app = load(state, app_ref)
+    app = load_app_from(state, app_ref)
     if not app.actors:
         raise InvalidArgument(f"{app_ref} declares no actor (use @app.actor(name))")
     stop = threading.Event()

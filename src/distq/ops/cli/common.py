@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 import distq
+from distq.endpoints.app import App
 from distq.errors import DistqError, InvalidArgument
 from distq.queue.job import Job
 
@@ -35,6 +37,7 @@ __all__ = [
     "configure_logging",
     "fail",
     "jsonable",
+    "load_app_from",
     "pass_state",
     "with_body_note",
 ]
@@ -132,6 +135,25 @@ _pass_state = click.make_pass_decorator(State, ensure=True)
 def pass_state(command: Callable[..., R]) -> Callable[..., R]:
     """Pass the :class:`State` as the first argument of a command function."""
     return _pass_state(command)
+
+
+def load_app_from(state: State, app_ref: str) -> App:
+    """Import MODULE:APP (from the current directory first, as ``python -m``
+    does), with the global ``--url`` and ``--namespace`` applied when given;
+    a long-running command logs at INFO unless -v asked for more."""
+    from distq.runtime.worker import load_app
+
+    if not state.verbose:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+    sys.path.insert(0, os.getcwd())
+    app = load_app(app_ref)
+    if state.url:
+        app.url = state.url
+    if state.namespace_given:
+        app.namespace = state.namespace
+    return app
 
 
 def configure_logging(verbose: int) -> None:

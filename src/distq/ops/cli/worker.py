@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from dataclasses import replace
@@ -11,9 +10,9 @@ import click
 
 from distq.endpoints.app import App
 from distq.errors import InvalidArgument
-from distq.ops.cli.common import State, pass_state
+from distq.ops.cli.common import State, load_app_from, pass_state
 from distq.runtime.supervisor import Supervisor
-from distq.runtime.worker import WorkerConfig, load_app
+from distq.runtime.worker import WorkerConfig
 
 __all__ = ["serve", "worker"]
 
@@ -92,7 +91,7 @@ def worker(
     0; a second signal exits at once. Each process is listed by `distq
     workers` and obeys `distq ctl`.
     """
-    app = _load(state, app_ref)
+    app = load_app_from(state, app_ref)
     base = WorkerConfig(
         app=app_ref,
         queues=tuple(q for item in queues for q in item.split(",") if q) or tuple(app.queues()),
@@ -162,7 +161,7 @@ def serve(
     DisTcl-protocol ones by DisTcl's loop (`BLPOP z:ID q:S p:S`), on the same
     keys as Tcl's `distcl::serve`.
     """
-    app = _load(state, app_ref)
+    app = load_app_from(state, app_ref)
     unknown = set(services) - set(app.services)
     if unknown:
         raise InvalidArgument(f"no such service in {app_ref}: {', '.join(sorted(unknown))}")
@@ -179,20 +178,6 @@ def serve(
         config = replace(base, role="distcl", services=distcl, server_id=server_id)
         plan.append((config, 1 if server_id else concurrency))
     _supervise(app, plan, grace)
-
-
-def _load(state: State, app_ref: str) -> App:
-    if not state.verbose:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
-    sys.path.insert(0, os.getcwd())  # MODULE is looked up from here first, as `python -m` does
-    app = load_app(app_ref)
-    if state.url:
-        app.url = state.url
-    if state.namespace_given:
-        app.namespace = state.namespace
-    return app
 
 
 def _supervise(app: App, plan: list[tuple[WorkerConfig, int]], grace: float) -> None:
