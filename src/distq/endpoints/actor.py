@@ -25,8 +25,6 @@ dead-lettered, never delivered.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import secrets
@@ -37,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from distq.codec import signing
 from distq.codec.result import decode_result, encode_error, encode_value
 from distq.connection.ops import Command, Op, ScriptCall, Step, single
 from distq.endpoints.task import SCRIPTS
@@ -44,6 +43,7 @@ from distq.errors import (
     ActorNotFound,
     ActorStopped,
     CodecError,
+    ConnectionFailed,
     DistqError,
     InvalidArgument,
     NameTaken,
@@ -68,7 +68,8 @@ MAILBOX_LEASE_S = 30.0
 MAILBOX_MAX_DELIVERIES = 5
 #: Longest blocking wait of an idle actor before it looks at its stop flag.
 IDLE_WAIT_S = 1.0
-_MAC_PREFIX = b"H1:"
+#: Pause before an actor fetches again after the server could not be reached.
+RETRY_PAUSE_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,13 +111,8 @@ class ActorRef:
 
 
 def seal(app: App, actor: str, envelope: dict[str, Any]) -> bytes:
-    """The stored bytes of a message: JSON, MAC'd when the app has a secret."""
-    fmt, payload = app.codec.encode(envelope)
-    data = fmt.encode() + payload
-    if app.secret is None:
-        return data
-    mac = hmac.new(app.secret, actor.encode() + b"\n" + data, hashlib.sha256).hexdigest()
-    return _MAC_PREFIX + mac.encode() + b":" + data
+    """The stored bytes of a message: encoded, MAC'd when the app has a secret."""
+    return signing.seal(app.codec, app.secret, actor, envelope)
 
 
 def unseal(app: App, actor: str, stored: bytes) -> dict[str, Any]:
@@ -125,24 +121,12 @@ def unseal(app: App, actor: str, stored: bytes) -> dict[str, Any]:
     Raises:
         CodecError: no valid MAC (with a secret set), or not an envelope.
     """
-    if not isinstance(stored, bytes):  # a body added raw (JSON, text): never sealed
-        if app.secret is not None:
-            raise CodecError("refused: the message carries no MAC and a secret is set")
-        raise CodecError("not an actor message")
-    if stored.startswith(_MAC_PREFIX):
-        mac, _, data = stored[len(_MAC_PREFIX) :].partition(b":")
-        if app.secret is not None:
-            want = hmac.new(app.secret, actor.encode() + b"\n" + data, hashlib.sha256).hexdigest()
-            if not hmac.compare_digest(mac, want.encode()):
-                raise CodecError("refused: the message's MAC does not match (wrong secret?)")
-    elif app.secret is not None:
-        raise CodecError("refused: the message carries no MAC and a secret is set")
-    else:
-        data = stored
-    fmt = data[:1].decode(errors="replace")
-    if fmt not in ("j", "m"):
-        raise CodecError("not an actor message (no envelope)")
-    envelope = app.codec.decode(fmt, data[1:])
+    try:
+        envelope = signing.unseal(app.codec, app.secret, actor, stored)
+    except CodecError as exc:
+        if "not a sealed message" in str(exc):
+            raise CodecError("not an actor message (no envelope)") from exc
+        raise
     if not isinstance(envelope, dict) or "m" not in envelope:
         raise CodecError("not an actor message")
     return envelope
@@ -271,7 +255,13 @@ class _Actor:
             if self.node.stopping.is_set():
                 raise ActorStopped(f"node {self.node.id} is stopping")
             if not self.buffer:
-                self._refill(deadline)
+                try:
+                    self._refill(deadline)
+                except (ConnectionFailed, Timeout) as exc:
+                    # The server is unreachable: keep waiting, as a blocked fetch would.
+                    log.warning("actor %s: fetch failed (%s); retrying", self.ref.actor, exc)
+                    self.node.stopping.wait(RETRY_PAUSE_S)
+                    continue
                 if not self.buffer:
                     if deadline is not None and time.monotonic() >= deadline:
                         raise Timeout(f"nothing received within {timeout} s")
@@ -306,13 +296,17 @@ class _Actor:
         with self.lock:
             done, self.done = self.done, []
         client = self.node.app.client
+        jobs: list[Job] = []
         if done:
-            with client.pipeline() as pipe:
-                pipe.ackjob(*done)
-                pipe.getjob(self.queue, count=self.node.batch, nohang=True)
+            try:
+                with client.pipeline() as pipe:
+                    pipe.ackjob(*done)
+                    pipe.getjob(self.queue, count=self.node.batch, nohang=True)
+            except DistqError:
+                with self.lock:  # not acknowledged: try again with the next fetch
+                    self.done = done + self.done
+                raise
             jobs = pipe.results[1]
-        else:
-            jobs = []
         if not jobs and wait > 0:
             jobs = client.getjob(self.queue, count=self.node.batch, timeout=wait)
         self.buffer.extend(jobs)

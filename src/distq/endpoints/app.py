@@ -79,6 +79,8 @@ class App:
         secret: the cluster secret (``None``: ``DISTQ_SECRET``, else none):
             every actor message then carries an HMAC-SHA256 of its bytes, and
             one without a valid MAC is refused and dead-lettered.
+        sign_all: sign task calls and native service requests too (workers
+            then refuse, and dead-letter, any that is not signed).
         **defaults: default :class:`~distq.endpoints.task.TaskOptions` for
             every task of this app (``queue``, ``retry``, ``result_ttl``, …).
     """
@@ -92,6 +94,7 @@ class App:
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         protocol: Protocol = "native",
         secret: str | bytes | None = None,
+        sign_all: bool = False,
         **defaults: Any,
     ) -> None:
         self.url = url
@@ -104,6 +107,9 @@ class App:
         self.actors: dict[str, tuple[Any, dict[str, Any]]] = {}
         chosen = secret if secret is not None else os.environ.get("DISTQ_SECRET") or None
         self.secret: bytes | None = chosen.encode() if isinstance(chosen, str) else chosen
+        if sign_all and self.secret is None:
+            raise InvalidArgument("sign_all needs a secret (secret= or DISTQ_SECRET)")
+        self.sign_all = sign_all
         self.protocol: Protocol = _protocol(protocol)
         self._client: Client | None = None
         self._aclient: AsyncClient | None = None
@@ -117,7 +123,7 @@ class App:
             self.url, self.namespace, self._codec, self._max_payload
         )
         codec = BodyCodec(self._codec, make_ref=lambda node, actor: ActorRef(node, actor, self))
-        self._context = replace(context, codec=codec)
+        self._context = replace(context, codec=codec, secret=self.secret, sign_all=self.sign_all)
         self._client = Client(SyncConnection(settings), self._context)
 
     @property

@@ -151,10 +151,9 @@ def _enqueue(
     options: ServiceOptions,
     calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
 ) -> Op[list[str]]:
-    bodies = [{"s": service, "a": list(a), "k": k} for a, k in calls]
-    return queue_ops.addjobs(
-        ctx, service_queue(service), bodies, retry=options.lease, max_deliveries=5
-    )
+    queue = service_queue(service)
+    bodies = [ctx.seal(queue, {"s": service, "a": list(a), "k": k}) for a, k in calls]
+    return queue_ops.addjobs(ctx, queue, bodies, retry=options.lease, max_deliveries=5)
 
 
 def native_get(

@@ -91,10 +91,11 @@ class Task(Generic[P, R]):
         return self.fn(*args, **kwargs)
 
     def _add(self, bodies: Iterable[dict[str, Any]]) -> Op[list[str]]:
+        ctx = self.app.context
         return queue_ops.addjobs(
-            self.app.context,
+            ctx,
             self.options.queue,
-            bodies,
+            (ctx.seal(self.options.queue, body) for body in bodies),
             retry=self.options.lease,
             max_deliveries=self.options.max_deliveries,
         )

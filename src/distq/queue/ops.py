@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from distq.codec import signing
 from distq.codec.body import BodyCodec
 from distq.connection.ops import Command, Op, ScriptCall, Step, single
 from distq.connection.scripts import Script, load_scripts
@@ -55,6 +56,16 @@ class QueueContext:
     scripts: dict[str, Script] | None = None
     #: Longest single blocking command; kept below the connection's socket timeout.
     wait_slice_s: float = MAX_WAIT_SLICE_S
+    #: The cluster secret, and whether task calls and service requests are
+    #: signed with it too (actor messages always are when there is a secret).
+    secret: bytes | None = None
+    sign_all: bool = False
+
+    def seal(self, context: str, value: Any) -> Any:
+        """``value`` as a job body: signed bytes when ``sign_all``, else as is."""
+        if self.sign_all and self.secret is not None:
+            return signing.seal(self.codec, self.secret, context, value)
+        return value
 
     def script(self, name: str) -> Script:
         """The loaded script ``name``."""

@@ -26,10 +26,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from distq.codec import signing
 from distq.connection.ops import Op, Step
 from distq.endpoints.app import App
 from distq.endpoints.service import native_failed
-from distq.errors import DistqError, InvalidArgument, RemoteError, WorkerLost
+from distq.errors import CodecError, DistqError, InvalidArgument, RemoteError, WorkerLost
 from distq.queue import admin
 from distq.queue.job import Job
 from distq.queue.keys import SERVICE_QUEUE_PREFIX, parse_id
@@ -211,9 +212,13 @@ class Supervisor:
         if not job.queue.startswith(SERVICE_QUEUE_PREFIX):
             return False
         shown = self.app.client.show(job.id)
-        told = native_failed(
-            self.app.context, shown and shown["body"], RemoteError("distq.TimeLimit", why)
-        )
+        body = shown and shown["body"]
+        if signing.is_sealed(body):
+            try:
+                body = signing.unseal(self.app.codec, self.app.secret, job.queue, body)
+            except CodecError:
+                return False
+        told = native_failed(self.app.context, body, RemoteError("distq.TimeLimit", why))
         if told is None:
             return False
         self.app.client.run(_requests([told]))

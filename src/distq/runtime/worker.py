@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from distq.codec import signing
 from distq.codec.result import encode_error, encode_value
 from distq.connection.ops import Command, Op, Request, Step
 from distq.endpoints.app import App
@@ -416,6 +417,12 @@ def _parse(
 ) -> _Outcome | tuple[Endpoint, list[Any], dict[str, Any]]:
     """The task and arguments a job calls, or the dead-letter outcome of a bad one."""
     body = job.body
+    ctx = app.context
+    if (ctx.sign_all and ctx.secret is not None) or signing.is_sealed(body):
+        try:
+            body = signing.unseal(ctx.codec, ctx.secret if ctx.sign_all else None, job.queue, body)
+        except CodecError as exc:
+            return _Outcome(job, dead_reason=str(exc))
     if isinstance(body, dict) and isinstance(body.get("s"), str):
         endpoint: Endpoint | None = app.services.get(body["s"])
         what = "service"
