@@ -25,7 +25,6 @@ dead-lettered, never delivered.
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import threading
@@ -660,16 +659,6 @@ def _valid_name(name: str) -> str:
         raise InvalidArgument(f"bad actor name {name!r}")
     validate_queue(name)
     return name
-
-
-def parse_ref(value: Any, app: App) -> ActorRef:
-    """An ActorRef from an ActorRef, a ``(node, actor)`` pair or a JSON string of one."""
-    if isinstance(value, ActorRef):
-        return value
-    if isinstance(value, str):
-        value = json.loads(value)
-    node, actor = value
-    return ActorRef(str(node), str(actor), app)
 
 
 def need(ref: ActorRef | None, name: str) -> ActorRef:
