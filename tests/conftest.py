@@ -16,6 +16,9 @@
   ``DISTQ_URL`` is removed for the run as well.
 
 No engine found is an error, never a skip.
+
+This folder goes on ``sys.path``, so that test modules can ``import processes``
+(``processes.py``: the subprocess helpers they share).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -34,6 +38,10 @@ import pytest
 
 from distq.connection import embedded
 from distq.connection.server import Engine, ServerProcess, find_binaries
+
+TESTS = Path(__file__).resolve().parent
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
 
 
 def _one_per_kind(found: list[Engine]) -> list[Engine]:

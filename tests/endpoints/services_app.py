@@ -17,21 +17,15 @@ no two tests (nor the two engines' runs) share a KEY.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from distq.connection.ops import Command, single
 from distq.endpoints.app import App
 from distq.endpoints.service import Cached
-from distq.runtime.control import list_workers
 
 app = App(namespace=os.environ.get("DISTQ_TEST_NAMESPACE", "distq-tests"))
 
@@ -173,156 +167,6 @@ def dq_raw(*words: str) -> str:
 HERE = Path(__file__).resolve().parent
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``predicate`` until it returns something true; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, ppid) of a process from /proc, or None if there is no such process."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return fields[0], int(fields[1])
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` is a process that is not a zombie."""
-    stat = _proc_stat(pid)
-    return stat is not None and stat[0] not in ("Z", "X")
-
-
-def children_of(parent: int) -> set[int]:
-    """The PIDs of the live direct children of ``parent`` (read from /proc)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            stat = _proc_stat(int(entry.name))
-            if stat is not None and stat[1] == parent and stat[0] not in ("Z", "X"):
-                found.add(int(entry.name))
-    return found
-
-
-def kill_quietly(pid: int) -> None:
-    """SIGKILL ``pid`` if it is still there."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-
-
-class Served:
-    """A running ``distq worker|serve services_app:app …`` and its log."""
-
-    def __init__(self, url: str, namespace: str, log_path: Path, *args: str) -> None:
-        self.log_path = log_path
-        env = {k: v for k, v in os.environ.items() if k != "DISTQ_NAMESPACE"}
-        env["DISTQ_URL"] = url
-        env["DISTQ_TEST_NAMESPACE"] = namespace
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p
-        )
-        with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "distq", *args],
-                cwd=HERE,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
-        self.pid = self.proc.pid
-        self.seen_children: set[int] = set()
-
-    def children(self) -> set[int]:
-        found = children_of(self.pid)
-        self.seen_children |= found
-        return found
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def terminate(self, timeout: float = 15.0) -> int:
-        """SIGTERM the supervisor; its exit code (SIGKILL and fail past ``timeout``)."""
-        self.children()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(
-                f"{self.pid} did not exit within {timeout} s of SIGTERM\n{self.log()}"
-            ) from None
-
-    def kill(self) -> None:
-        """SIGKILL the supervisor and every child (by PID). The supervisor is stopped
-        first, so that it cannot fork a replacement for a child killed before it."""
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGSTOP)
-        for child in self.children():
-            kill_quietly(child)
-        kill_quietly(self.pid)
-        self.proc.wait(10)
-
-    def assert_no_children_left(self, timeout: float = 10.0) -> None:
-        """Every process of it ever seen is gone (SIGKILLed, and the test fails, if not)."""
-        self.children()
-        deadline = time.monotonic() + timeout
-        left = {pid for pid in self.seen_children if alive(pid)}
-        while left and time.monotonic() < deadline:
-            time.sleep(0.05)
-            left = {pid for pid in left if alive(pid)}
-        for pid in left:
-            kill_quietly(pid)
-        assert not left, f"processes left behind: {sorted(left)}\n{self.log()}"
-
-
-class Processes:
-    """Starts ``distq`` subprocesses for a test; :meth:`stop_all` stops them by PID."""
-
-    #: The heartbeat of every process under test (presence, leases, renewals).
-    HEARTBEAT = "0.2"
-
-    def __init__(self, url: str, namespace: str, log_dir: Path) -> None:
-        self.url, self.namespace, self.log_dir = url, namespace, log_dir
-        self.started: list[Served] = []
-
-    def start(self, command: str, *args: str, live: int | None = None) -> Served:
-        """``distq COMMAND services_app:app --heartbeat 0.2 ARGS…`` (worker or serve);
-        with ``live``, wait until that many processes of the namespace are serving."""
-        log_path = self.log_dir / f"{command}-{len(self.started)}.log"
-        argv = (command, "services_app:app", "--heartbeat", self.HEARTBEAT, *args)
-        served = Served(self.url, self.namespace, log_path, *argv)
-        self.started.append(served)
-        if live:
-            wait_for(
-                lambda: len(list_workers(app.client)) >= live,
-                30,
-                f"{live} live processes\n{served.log()}",
-            )
-        return served
-
-    def stop_all(self) -> None:
-        for served in self.started:
-            if served.proc.poll() is None:
-                served.children()
-                served.proc.send_signal(signal.SIGTERM)
-                try:
-                    served.proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    served.kill()
-            served.assert_no_children_left()
-
-
 def point_app(url: str, namespace: str) -> App:
     """``app``, pointed at a test's server and namespace, its DisTcl queues emptied."""
     app.close()
@@ -330,3 +174,15 @@ def point_app(url: str, namespace: str) -> App:
     queues = [q for s in DISTCL_SERVICES for q in (f"q:{s}", f"p:{s}")]
     app.client.run(single(Command(("DEL", *queues))))
     return app
+
+
+def launcher(url: str, namespace: str, log_dir: Path) -> Any:
+    """The ``distq worker|serve services_app:app`` processes of one test: a
+    ``processes.AppProcesses`` (``.start("worker", "-c", "2", live=3)``, waiting up
+    to 30 s for ``live``) that stops them by PID at the end of its ``with`` block."""
+    # tests/processes.py is on the test process's sys.path (tests/conftest.py), not
+    # on the worker processes' that import this module: import it only here.
+    import processes
+
+    env = processes.child_env(url=url, namespace=namespace, path=HERE)
+    return processes.AppProcesses(log_dir, HERE, "services_app", env, presence=app, live_timeout=30)

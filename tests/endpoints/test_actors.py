@@ -5,16 +5,13 @@ NODE_ID`` hosting the actors listed in ``DISTQ_TEST_ACTORS``).
 Every node runs with a cluster secret (so every message is MAC'd) and a
 heartbeat of 0.3 s. What actors see is read back from their ledgers. Every
 process a test starts is stopped by PID in the fixture's teardown: SIGTERM,
-then SIGKILL past a bound.
+then SIGKILL past a bound (see ``tests/processes.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -31,6 +28,7 @@ from distq.endpoints.actor import ActorRef
 from distq.endpoints.app import App
 from distq.errors import ActorNotFound, CodecError, NameTaken, RemoteError, Timeout
 from distq.queue.keys import ActorKeys, mailbox_queue
+from processes import Process, Processes, child_env, wait_for
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
@@ -42,20 +40,6 @@ ledger: Callable[[str], list[Any]] = actors_app.ledger
 SECRET = "actors-test-secret"
 #: The heartbeat of every node under test (a silent node is dead after 3 of them).
 HEARTBEAT = 0.3
-#: Seconds a process gets to exit after SIGTERM before it is SIGKILLed.
-STOP_TIMEOUT = 15.0
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``predicate`` until it returns something true; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def ref_json(node: str, actor: str) -> dict[str, list[str]]:
@@ -66,97 +50,35 @@ def ref_json(node: str, actor: str) -> dict[str, list[str]]:
 # Processes ----------------------------------------------------------------------------------
 
 
-class Proc:
-    """A node or sender process and its log (stdout and stderr)."""
-
-    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.log_path = log_path
-        with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, str(HERE / "actors_app.py"), *args],
-                cwd=HERE,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
-        self.pid = self.proc.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def running(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL (by PID) and reap."""
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-
-class Cluster:
-    """Starts node and sender processes of one test; stops them all by PID."""
+class Cluster(Processes):
+    """Starts node and sender processes (``python actors_app.py …``) of one test;
+    stops them all by PID (:meth:`stop`, :meth:`stop_all`)."""
 
     def __init__(self, url: str, namespace: str, tmp_path: Path, app: App) -> None:
+        super().__init__(tmp_path)
         self.app = app
-        self.tmp_path = tmp_path
-        self.env = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("DISTQ_NAMESPACE", "DISTQ_SECRET", "DISTQ_TEST_ACTORS")
-        }
-        self.env.update(
-            DISTQ_URL=url,
-            DISTQ_TEST_NAMESPACE=namespace,
+        self.env = child_env(
+            url=url,
+            namespace=namespace,
             DISTQ_SECRET=SECRET,
             DISTQ_TEST_HEARTBEAT=str(HEARTBEAT),
         )
-        self.procs: list[Proc] = []
 
-    def _start(self, label: str, args: list[str], **env: str) -> Proc:
-        proc = Proc(args, {**self.env, **env}, self.tmp_path / f"{len(self.procs)}-{label}.log")
-        self.procs.append(proc)
-        return proc
+    def _start(self, label: str, args: list[str], **env: str) -> Process:
+        argv = [sys.executable, str(HERE / "actors_app.py"), *args]
+        return self.spawn(label, argv, {**self.env, **env}, HERE)
 
-    def node(self, node_id: str, *actors: str) -> Proc:
+    def node(self, node_id: str, *actors: str) -> Process:
         """Start a node hosting ``actors``; return once it is up and they are registered."""
         proc = self._start(node_id, [node_id], DISTQ_TEST_ACTORS=",".join(actors))
-
-        def up() -> bool:
-            if not proc.running():
-                raise AssertionError(
-                    f"node {node_id} exited ({proc.proc.returncode})\n{proc.log()}"
-                )
-            return f"pid {proc.pid} up" in proc.log()
-
-        wait_for(up, 20, f"node {node_id} to start")
+        proc.serving(lambda: f"pid {proc.pid} up" in proc.log(), 20, f"node {node_id} to start")
         for name in actors:
             ref = self.app.whereis(name)
             assert ref is not None and ref.node == node_id, (name, ref)
         return proc
 
-    def sender(self, sender: str, count: int) -> Proc:
+    def sender(self, sender: str, count: int) -> Process:
         return self._start(f"sender-{sender}", ["--send", sender, str(count)])
-
-    def stop(self, *procs: Proc) -> list[int]:
-        """SIGTERM each (by PID), wait; SIGKILL past the bound. Their exit codes."""
-        for proc in procs:
-            if proc.running():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGTERM)
-        codes = []
-        for proc in procs:
-            try:
-                codes.append(proc.proc.wait(STOP_TIMEOUT))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                codes.append(-9)
-        return codes
-
-    def stop_all(self) -> None:
-        self.stop(*self.procs)
 
 
 @pytest.fixture
@@ -174,11 +96,8 @@ def app(url: str, namespace: str) -> Iterator[App]:
 
 @pytest.fixture
 def cluster(url: str, namespace: str, tmp_path: Path, app: App) -> Iterator[Cluster]:
-    started = Cluster(url, namespace, tmp_path, app)
-    try:
+    with Cluster(url, namespace, tmp_path, app) as started:
         yield started
-    finally:
-        started.stop_all()
 
 
 def mailbox_stats(app: App, actor: str) -> dict[str, Any]:

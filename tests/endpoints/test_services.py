@@ -31,13 +31,12 @@ from distq.endpoints.app import App
 from distq.endpoints.service import request_digest
 from distq.errors import InvalidArgument, RemoteError
 from distq.queue.keys import ServiceKeys
+from processes import AppProcesses, Process, kill_quietly, wait_for
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 services_app: ModuleType = importlib.import_module("services_app")
-Processes = services_app.Processes
-wait_for: Callable[..., Any] = services_app.wait_for
 
 
 @pytest.fixture
@@ -51,13 +50,10 @@ def app(url: str, namespace: str) -> Iterator[App]:
 
 
 @pytest.fixture
-def procs(url: str, namespace: str, tmp_path: Path, app: App) -> Iterator[Any]:
+def procs(url: str, namespace: str, tmp_path: Path, app: App) -> Iterator[AppProcesses]:
     """Starts ``distq worker|serve services_app:app`` processes; stops them by PID."""
-    started = Processes(url, namespace, tmp_path)
-    try:
+    with services_app.launcher(url, namespace, tmp_path) as started:
         yield started
-    finally:
-        started.stop_all()
 
 
 @pytest.fixture
@@ -118,12 +114,14 @@ def get_from_processes(count: int, service: str, *args: Any) -> list[tuple[int, 
     finally:
         for client in clients:
             if client.is_alive():
-                services_app.kill_quietly(client.pid)
+                kill_quietly(client.pid)
             client.join(5)
         results.close()
 
 
-def test_fifty_client_processes_one_computation(app: App, procs: Any, namespace: str) -> None:
+def test_fifty_client_processes_one_computation(
+    app: App, procs: AppProcesses, namespace: str
+) -> None:
     worker = procs.start("worker", "-c", "2", live=3)  # 2 + its DisTcl server process
 
     outcomes = get_from_processes(50, "shared", "k")
@@ -143,7 +141,7 @@ def test_fifty_client_processes_one_computation(app: App, procs: Any, namespace:
 # Semantics -------------------------------------------------------------------------------
 
 
-def test_errors_forget_and_expiry(app: App, procs: Any, namespace: str) -> None:
+def test_errors_forget_and_expiry(app: App, procs: AppProcesses, namespace: str) -> None:
     procs.start("worker", "-c", "2", live=3)  # native services, and one DisTcl server process
     check_native_semantics(app)
     check_distcl_semantics(app, namespace)
@@ -258,7 +256,7 @@ def commands_sent(app: App, url: str, action: Callable[[], Any]) -> list[str]:
 
 
 def test_get_many_async_twins_and_round_trips(
-    app: App, procs: Any, url: str, namespace: str
+    app: App, procs: AppProcesses, url: str, namespace: str
 ) -> None:
     worker = procs.start("worker", "-c", "2", live=3)
     assert app.get("square", 2) == 4
@@ -313,11 +311,11 @@ def test_get_many_async_twins_and_round_trips(
 # Servers dying -------------------------------------------------------------------------------
 
 
-def _owner(workers: list[Any], pid: int) -> Any:
+def _owner(workers: list[Process], pid: int) -> Process:
     return next(w for w in workers if pid in w.children())
 
 
-def test_native_server_killed_mid_computation(app: App, procs: Any) -> None:
+def test_native_server_killed_mid_computation(app: App, procs: AppProcesses) -> None:
     # Each worker: one process for svc.hold, and its DisTcl server process.
     workers = [procs.start("worker", "-c", "1", "-Q", "svc.hold", live=2 * n) for n in (1, 2)]
     with ThreadPoolExecutor(3) as clients:
@@ -339,7 +337,9 @@ def test_native_server_killed_mid_computation(app: App, procs: Any) -> None:
     assert app.get("hold", "h") == "held h"  # cached by the survivor's computation
 
 
-def test_distcl_server_killed_mid_computation(app: App, procs: Any, namespace: str) -> None:
+def test_distcl_server_killed_mid_computation(
+    app: App, procs: AppProcesses, namespace: str
+) -> None:
     servers = [procs.start("serve", "-s", "dq_hold", live=n) for n in (1, 2)]
     with ThreadPoolExecutor(3) as clients:
         waiting: list[Future[Any]] = [
@@ -369,7 +369,7 @@ TCL_LIST = '{a b} \\{x \\}y\\{ c{d} {[$x;]} back\\\\ q\\"q {tab\there} {é ü}'
 
 
 def test_distcl_protocol_tcl_client_with_raw_commands(
-    app: App, procs: Any, raw: redis.Redis, namespace: str
+    app: App, procs: AppProcesses, raw: redis.Redis, namespace: str
 ) -> None:
     procs.start("serve", "-s", "dq_echo", "-s", "dq_fail", "-s", "dq_plain", live=1)
     key = f"{namespace} {TCL_LIST}"  # the namespace is a bare Tcl word
@@ -471,7 +471,7 @@ def test_distcl_protocol_tcl_server_with_raw_commands(
 
 
 def test_serve_id_stops_on_distcl_stop(
-    app: App, procs: Any, raw: redis.Redis, namespace: str
+    app: App, procs: AppProcesses, raw: redis.Redis, namespace: str
 ) -> None:
     server_id = f"{namespace}-srv"
     server = procs.start("serve", "-s", "dq_echo", "--id", server_id, live=1)
@@ -484,7 +484,7 @@ def test_serve_id_stops_on_distcl_stop(
 
 
 def test_gets_queued_behind_a_distcl_computation_share_it(
-    app: App, procs: Any, namespace: str
+    app: App, procs: AppProcesses, namespace: str
 ) -> None:
     """One DisTcl server computes one request at a time: gets of the same KEY queued
     behind its computation are served its result, not computed once each (even

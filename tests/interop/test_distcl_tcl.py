@@ -34,6 +34,7 @@ import redis
 
 from distq.endpoints.app import App
 from distq.errors import RemoteError
+from processes import AppProcesses, wait_for
 
 HERE = Path(__file__).resolve().parent
 ENDPOINTS = HERE.parent / "endpoints"
@@ -180,12 +181,9 @@ def app(url: str, namespace: str) -> Iterator[App]:
 
 
 @pytest.fixture
-def procs(url: str, namespace: str, tmp_path: Path, app: App) -> Iterator[Any]:
-    started = services_app.Processes(url, namespace, tmp_path)
-    try:
+def procs(url: str, namespace: str, tmp_path: Path, app: App) -> Iterator[AppProcesses]:
+    with services_app.launcher(url, namespace, tmp_path) as started:
         yield started
-    finally:
-        started.stop_all()
 
 
 @pytest.fixture
@@ -202,7 +200,7 @@ def runs(name: str, *args: Any) -> int:
 
 
 def test_python_server_answers_tcl_client(
-    app: App, procs: Any, tcl: Tcl, raw: redis.Redis, namespace: str
+    app: App, procs: AppProcesses, tcl: Tcl, raw: redis.Redis, namespace: str
 ) -> None:
     procs.start("serve", "-s", "dq_echo", "-s", "dq_fail", "-s", "dq_plain", live=1)
     expected = json.dumps([namespace, *WORDS], ensure_ascii=False)
@@ -222,7 +220,7 @@ def test_python_server_answers_tcl_client(
     # distcl::prefetch, then distcl::get from the cache.
     assert tcl.call("prefetch", "dq_echo", namespace, "pre {f}")[0] == 0  # (RPUSH's reply)
     value_key = f"v:dq_echo:{namespace} {{pre {{f}}}}"
-    services_app.wait_for(lambda: raw.exists(value_key), 10, "the prefetched value")
+    wait_for(lambda: raw.exists(value_key), 10, "the prefetched value")
     assert tcl.call("prefetch", "dq_echo", namespace, "pre {f}") == (0, "")  # cached: no request
     assert tcl.get("dq_echo", namespace, "pre {f}") == json.dumps([namespace, "pre {f}"])
     assert runs("dq_echo", namespace, "pre {f}") == 1
@@ -260,7 +258,7 @@ def test_tcl_server_answers_python_client(
 
         # prefetch (served by Tcl), get from the cache; forget, get computes again.
         assert client.prefetch(service, "upper", "later") is True
-        services_app.wait_for(lambda: raw.exists(f"v:{service}:upper later"), 10, "prefetch")
+        wait_for(lambda: raw.exists(f"v:{service}:upper later"), 10, "prefetch")
         assert client.prefetch(service, "upper", "later") is False
         assert client.get(service, "upper", "later") == "LATER"
         assert client.forget(service, "upper", "later") is True

@@ -10,45 +10,26 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import distq
+from processes import AppProcesses, Process, child_env, cli, wait_for
 
 HERE = Path(__file__).resolve().parent
 APP_MODULE = "cli_actors_app"
 ACTORS = ("counter", "echo")
-#: Bound on the node starting, and on stopping after SIGTERM.
+#: Bound on the node starting.
 START_S = 20.0
-STOP_S = 15.0
-
-
-def _env(namespace: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DISTQ_URL", "DISTQ_NAMESPACE")}
-    env["DISTQ_TEST_NAMESPACE"] = namespace
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
-    return env
 
 
 def run(url: str, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m distq --url URL --namespace NS ARGS…`` in a subprocess."""
-    return subprocess.run(
-        [sys.executable, "-m", "distq", "--url", url, "--namespace", namespace, *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=_env(namespace),
-        cwd=HERE,
-        check=False,
-    )
+    """``python -m distq --url URL --namespace NS ARGS…`` in a subprocess, here."""
+    return cli(url, namespace, *args, env=child_env(namespace=namespace, path=HERE), cwd=HERE)
 
 
 def listing(url: str, namespace: str) -> dict[str, Any]:
@@ -57,52 +38,6 @@ def listing(url: str, namespace: str) -> dict[str, Any]:
     assert done.returncode == 0, (done.returncode, done.stdout, done.stderr)
     parsed: dict[str, Any] = json.loads(done.stdout)
     return parsed
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``predicate`` until it returns something true; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
-
-class NodeProcess:
-    """A running ``distq node cli_actors_app:app`` (its output in a log file)."""
-
-    def __init__(self, url: str, namespace: str, log_path: Path, *extra: str) -> None:
-        self.log_path = log_path
-        command = [sys.executable, "-m", "distq", "--url", url, "node", f"{APP_MODULE}:app"]
-        with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [*command, "--heartbeat", "0.2", *extra],
-                cwd=HERE,
-                env=_env(namespace),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-            )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def terminate(self) -> int:
-        """SIGTERM by PID and a bounded wait: the exit status."""
-        os.kill(self.proc.pid, signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=STOP_S)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"the node ignored SIGTERM for {STOP_S} s\n{self.log()}") from None
-
-    def kill(self) -> None:
-        """SIGKILL by PID if it is still running, and reap it."""
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
 
 
 @pytest.fixture
@@ -116,28 +51,28 @@ def app(url: str, namespace: str) -> Iterator[distq.App]:
 
 
 @pytest.fixture
-def node(url: str, namespace: str, tmp_path: Path) -> Iterator[NodeProcess]:
+def nodes(url: str, namespace: str, tmp_path: Path) -> Iterator[AppProcesses]:
+    """Starts ``distq --url URL node cli_actors_app:app`` processes; stops them by PID."""
+    env = child_env(namespace=namespace, path=HERE)
+    with AppProcesses(tmp_path, HERE, APP_MODULE, env, options=("--url", url)) as started:
+        yield started
+
+
+@pytest.fixture
+def node(url: str, namespace: str, nodes: AppProcesses) -> Process:
     """A started node whose actors are listed by ``distq actors``."""
-    started = NodeProcess(url, namespace, tmp_path / "node.log")
+    started = nodes.start("node")
 
     def ready() -> bool:
-        if started.proc.poll() is not None:
-            raise AssertionError(f"the node exited with {started.proc.returncode}")
         names = {a["name"] for a in listing(url, namespace)["actors"] if a["alive"]}
         return names == set(ACTORS)
 
-    try:
-        wait_for(ready, START_S, "the node's actors")
-        yield started
-    except BaseException:
-        print(started.log())
-        raise
-    finally:
-        started.kill()
+    started.serving(ready, START_S, "the node's actors")
+    return started
 
 
 def test_node_hosts_lists_and_stops(
-    url: str, namespace: str, node: NodeProcess, app: distq.App
+    url: str, namespace: str, node: Process, app: distq.App
 ) -> None:
     shown = listing(url, namespace)
     [hosting] = shown["nodes"]
@@ -175,7 +110,7 @@ def test_node_hosts_lists_and_stops(
 
 
 def test_actors_table_and_dead_letters(
-    url: str, namespace: str, node: NodeProcess, app: distq.App
+    url: str, namespace: str, node: Process, app: distq.App
 ) -> None:
     # A message that is not an actor envelope is refused by the actor and dead-lettered.
     app.client.addjob("actor.n.echo", b"not an envelope")
@@ -194,9 +129,7 @@ def test_actors_table_and_dead_letters(
     assert node.terminate() == 0, node.log()
 
 
-def test_a_killed_node_shows_dead(
-    url: str, namespace: str, node: NodeProcess, app: distq.App
-) -> None:
+def test_a_killed_node_shows_dead(url: str, namespace: str, node: Process, app: distq.App) -> None:
     [hosting] = listing(url, namespace)["nodes"]
     node.kill()  # SIGKILL: no goodbye; its heartbeats (every 0.2 s) stop
 
@@ -236,17 +169,14 @@ def test_node_usage_errors(url: str, namespace: str) -> None:
 
 
 def test_second_node_cannot_take_the_names(
-    url: str, namespace: str, node: NodeProcess, tmp_path: Path
+    url: str, namespace: str, node: Process, nodes: AppProcesses
 ) -> None:
     before = listing(url, namespace)
-    second = NodeProcess(url, namespace, tmp_path / "second.log")
-    try:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            second.proc.wait(timeout=START_S)
-        assert second.proc.returncode == 1, second.log()
-        assert "is held by" in second.log()
-    finally:
-        second.kill()
+    second = nodes.start("node")
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        second.proc.wait(timeout=START_S)
+    assert second.proc.returncode == 1, second.log()
+    assert "is held by" in second.log()
     # The first node keeps its names; the second left no trace.
     after = listing(url, namespace)
     assert [a["node"] for a in after["actors"]] == [a["node"] for a in before["actors"]]

@@ -10,14 +10,9 @@ library directly. Usage errors and ``--help`` run in-process (click's
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,30 +23,18 @@ import distq
 from distq.connection.ops import Command, single
 from distq.ops.cli import cli
 from distq.runtime.control import list_workers
+from processes import AppProcesses, child_env, wait_for
+from processes import cli as run
 
 HERE = Path(__file__).resolve().parent
 APP_MODULE = "cli_services_app"
-#: Bound on the worker starting, and on stopping after SIGTERM.
+#: Bound on the worker starting.
 START_S = 20.0
-STOP_S = 15.0
 
 
 def distcl_name(base: str, namespace: str) -> str:
     """As ``cli_services_app.distcl_name`` (not imported: the worker's module)."""
     return f"{base}-{namespace}"
-
-
-def run(url: str, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m distq --url URL --namespace NS ARGS…`` in a subprocess."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DISTQ_URL", "DISTQ_NAMESPACE")}
-    return subprocess.run(
-        [sys.executable, "-m", "distq", "--url", url, "--namespace", namespace, *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=env,
-        check=False,
-    )
 
 
 def ok(done: subprocess.CompletedProcess[str]) -> str:
@@ -65,18 +48,6 @@ def failed(done: subprocess.CompletedProcess[str], code: int = 1) -> str:
     assert done.returncode == code, (done.returncode, done.stdout, done.stderr)
     assert done.stdout == ""
     return done.stderr.strip()
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``predicate`` until it returns something true; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def by_name(listing: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -102,63 +73,26 @@ def client(url: str, namespace: str) -> Iterator[distq.Client]:
                         made.run(single(Command(("DEL", *reply[1]))))
 
 
-class Worker:
-    """A running ``distq worker cli_services_app:app -c 1`` (and its DisTcl process)."""
-
-    def __init__(self, url: str, namespace: str, log_path: Path) -> None:
-        self.log_path = log_path
-        env = {k: v for k, v in os.environ.items() if k not in ("DISTQ_URL", "DISTQ_NAMESPACE")}
-        env["DISTQ_TEST_NAMESPACE"] = namespace
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
-        command = [sys.executable, "-m", "distq", "--url", url, "worker", f"{APP_MODULE}:app"]
-        with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [*command, "-c", "1", "--heartbeat", "0.2"],
-                cwd=HERE,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-            )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def stop(self) -> None:
-        """SIGTERM by PID and a bounded wait; SIGKILL by PID if it is still there."""
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=STOP_S)
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-            raise AssertionError(f"the worker ignored SIGTERM for {STOP_S} s\n{self.log()}")
-
-
 @pytest.fixture
 def worker(
     url: str, namespace: str, client: distq.Client, tmp_path: Path
 ) -> Iterator[dict[str, list[str]]]:
-    """A running worker; yields the ids of its processes: ``{"native": […], "distcl": […]}``."""
-    started = Worker(url, namespace, tmp_path / "worker.log")
+    """A running ``distq --url URL worker cli_services_app:app -c 1`` (and its DisTcl
+    process); yields the ids of its processes: ``{"native": […], "distcl": […]}``.
+    Stopped by PID at the end; ignoring SIGTERM fails the test."""
 
     def ready() -> dict[str, list[str]] | None:
-        if started.proc.poll() is not None:
-            raise AssertionError(f"the worker exited with {started.proc.returncode}")
         ids: dict[str, list[str]] = {"native": [], "distcl": []}
         for found in list_workers(client):
             kind = "distcl" if any(q.startswith("distcl:") for q in found["queues"]) else "native"
             ids[kind].append(found["id"])
         return ids if ids["native"] and ids["distcl"] else None
 
-    try:
-        yield wait_for(ready, START_S, "the worker's processes")
-    except BaseException:
-        print(started.log())
-        raise
-    finally:
-        started.stop()
+    env = child_env(namespace=namespace, path=HERE)
+    options = ("--url", url)
+    with AppProcesses(tmp_path, HERE, APP_MODULE, env, options=options, strict=True) as workers:
+        started = workers.start("worker", "-c", "1")
+        yield started.serving(ready, START_S, "the worker's processes")
 
 
 def computed(client: distq.Client, namespace: str) -> int:

@@ -7,8 +7,6 @@ import json
 import os
 import re
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +24,7 @@ from distq.runtime.control import (
     send_control,
     workers_op,
 )
+from processes import cli
 
 
 @pytest.fixture
@@ -37,18 +36,6 @@ def client(url: str, namespace: str) -> Iterator[distq.Client]:
 def _zset_ids(client: distq.Client) -> list[str]:
     raw = client.run(single(Command(("ZRANGE", f"{client.namespace}:workers", 0, -1))))
     return [item.decode() for item in raw]
-
-
-def _cli(url: str, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DISTQ_URL", "DISTQ_NAMESPACE")}
-    return subprocess.run(
-        [sys.executable, "-m", "distq", "--url", url, "--namespace", namespace, *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=env,
-        check=False,
-    )
 
 
 class _Worker:
@@ -273,18 +260,18 @@ def test_ping_op_on_an_async_client(url: str, namespace: str, client: distq.Clie
 
 
 def test_cli_workers_json(url: str, namespace: str, client: distq.Client) -> None:
-    empty = _cli(url, namespace, "--json", "workers")
+    empty = cli(url, namespace, "--json", "workers")
     assert empty.returncode == 0, empty.stderr
     assert json.loads(empty.stdout) == []
     presence = Presence(client, new_worker_id(), ["a", "b"], heartbeat_s=10)
     presence.beat(4, "D-xyz-a")
-    done = _cli(url, namespace, "--json", "workers")
+    done = cli(url, namespace, "--json", "workers")
     assert done.returncode == 0, done.stderr
     [worker] = json.loads(done.stdout)
     assert worker["id"] == presence.worker_id
     assert worker["queues"] == ["a", "b"]
     assert (worker["done"], worker["current"], worker["pid"]) == (4, "D-xyz-a", os.getpid())
-    table = _cli(url, namespace, "workers")
+    table = cli(url, namespace, "workers")
     assert table.returncode == 0, table.stderr
     assert presence.worker_id in table.stdout and "D-xyz-a" in table.stdout
 
@@ -292,28 +279,28 @@ def test_cli_workers_json(url: str, namespace: str, client: distq.Client) -> Non
 def test_cli_ctl_stop(url: str, namespace: str, client: distq.Client) -> None:
     presence = Presence(client, new_worker_id(), ["q"], heartbeat_s=10)
     presence.beat(0, None)
-    done = _cli(url, namespace, "ctl", "stop", presence.worker_id)
+    done = cli(url, namespace, "ctl", "stop", presence.worker_id)
     assert done.returncode == 0, done.stderr
     assert presence.worker_id in done.stdout
-    verbose = _cli(url, namespace, "--json", "ctl", "verbose", presence.worker_id)
+    verbose = cli(url, namespace, "--json", "ctl", "verbose", presence.worker_id)
     assert json.loads(verbose.stdout) == {
         "worker": presence.worker_id,
         "message": "verbose",
         "live": True,
     }
     assert presence.beat(0, None) == ["stop", "verbose"]
-    unknown = _cli(url, namespace, "ctl", "quiet", "ghost")
+    unknown = cli(url, namespace, "ctl", "quiet", "ghost")
     assert unknown.returncode == 0
     assert "no live worker" in unknown.stderr
 
 
 def test_cli_ctl_ping(url: str, namespace: str, client: distq.Client) -> None:
     with _Worker(client) as worker:
-        done = _cli(url, namespace, "--json", "ctl", "ping", worker.presence.worker_id)
+        done = cli(url, namespace, "--json", "ctl", "ping", worker.presence.worker_id)
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["ms"] > 0
-        text = _cli(url, namespace, "ctl", "ping", worker.presence.worker_id)
+        text = cli(url, namespace, "ctl", "ping", worker.presence.worker_id)
         assert text.stdout.startswith(f"pong from {worker.presence.worker_id} in ")
-    failed = _cli(url, namespace, "ctl", "ping", "ghost", "--timeout", "0.3")
+    failed = cli(url, namespace, "ctl", "ping", "ghost", "--timeout", "0.3")
     assert failed.returncode == 1
     assert failed.stderr.startswith("error: no pong from worker 'ghost'")

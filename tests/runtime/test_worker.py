@@ -8,12 +8,11 @@ after a bound — checking that none of its processes is left behind.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import importlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -29,146 +28,15 @@ from distq.endpoints.task import TaskHandle
 from distq.errors import RemoteError
 from distq.runtime import control
 from distq.runtime.control import list_workers
+from processes import AppProcesses, Process, alive, child_env, cli, wait_for
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 tasks_app: ModuleType = importlib.import_module("tasks_app")
 
-#: The heartbeat of every worker under test (presence, leases, control messages).
-HEARTBEAT = "0.2"
-
 
 # Helpers -----------------------------------------------------------------------------
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``predicate`` until it returns something true; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, ppid) of a process from /proc, or None if there is no such process."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return fields[0], int(fields[1])
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` is a process that is not a zombie."""
-    stat = _proc_stat(pid)
-    return stat is not None and stat[0] not in ("Z", "X")
-
-
-def children_of(parent: int) -> set[int]:
-    """The PIDs of the live direct children of ``parent`` (read from /proc)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            stat = _proc_stat(int(entry.name))
-            if stat is not None and stat[1] == parent and stat[0] not in ("Z", "X"):
-                found.add(int(entry.name))
-    return found
-
-
-def cli(url: str, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DISTQ_URL", "DISTQ_NAMESPACE")}
-    return subprocess.run(
-        [sys.executable, "-m", "distq", "--url", url, "--namespace", namespace, *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=env,
-        check=False,
-    )
-
-
-class WorkerProcess:
-    """A running ``distq worker tasks_app:app`` and its log (stdout and stderr)."""
-
-    def __init__(self, url: str, namespace: str, log_path: Path, *args: str) -> None:
-        self.log_path = log_path
-        env = {k: v for k, v in os.environ.items() if k != "DISTQ_NAMESPACE"}
-        env["DISTQ_URL"] = url
-        env["DISTQ_TEST_NAMESPACE"] = namespace
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p
-        )
-        with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "distq", "worker", "tasks_app:app"),
-                    *("--heartbeat", HEARTBEAT, *args),
-                ],
-                cwd=HERE,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
-        self.pid = self.proc.pid
-        self.seen_children: set[int] = set()
-
-    def children(self) -> set[int]:
-        found = children_of(self.pid)
-        self.seen_children |= found
-        return found
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def terminate(self, timeout: float = 15.0) -> int:
-        """SIGTERM the supervisor; its exit code (SIGKILL and fail past ``timeout``)."""
-        self.children()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(
-                f"the worker did not exit within {timeout} s of SIGTERM\n{self.log()}"
-            ) from None
-
-    def kill(self) -> None:
-        """SIGKILL the supervisor and every child it has (by PID).
-
-        The supervisor is stopped first (SIGSTOP), so it cannot fork a
-        replacement between the children's deaths and its own.
-        """
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGSTOP)
-        for child in self.children():
-            _kill_quietly(child)
-        _kill_quietly(self.pid)
-        self.proc.wait(10)
-
-    def assert_no_children_left(self, timeout: float = 10.0) -> None:
-        """Every worker process ever seen is gone (SIGKILLed, and the test fails, if not)."""
-        self.children()
-        deadline = time.monotonic() + timeout
-        left = {pid for pid in self.seen_children if alive(pid)}
-        while left and time.monotonic() < deadline:
-            time.sleep(0.05)
-            left = {pid for pid in left if alive(pid)}
-        for pid in left:
-            _kill_quietly(pid)
-        assert not left, f"worker processes left behind: {sorted(left)}\n{self.log()}"
-
-
-def _kill_quietly(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture
@@ -186,33 +54,13 @@ def app(url: str, namespace: str) -> Iterator[App]:
 @pytest.fixture
 def start_worker(
     url: str, namespace: str, tmp_path: Path, app: App
-) -> Iterator[Callable[..., WorkerProcess]]:
-    """Factory of worker subprocesses; each is stopped (by PID) and checked at teardown."""
-    started: list[WorkerProcess] = []
-
-    def start(*args: str, live: int | None = None) -> WorkerProcess:
-        worker = WorkerProcess(url, namespace, tmp_path / f"worker-{len(started)}.log", *args)
-        started.append(worker)
-        if live:
-            wait_for(
-                lambda: len(list_workers(app.client)) >= live,
-                20,
-                f"{live} live worker processes\n{worker.log()}",
-            )
-        return worker
-
-    try:
-        yield start
-    finally:
-        for worker in started:
-            if worker.proc.poll() is None:
-                worker.children()
-                worker.proc.send_signal(signal.SIGTERM)
-                try:
-                    worker.proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    worker.kill()
-            worker.assert_no_children_left()
+) -> Iterator[Callable[..., Process]]:
+    """Factory of ``distq worker tasks_app:app --heartbeat 0.2 ARGS…`` subprocesses
+    (``live=N``: once N processes are live); each is stopped (by PID) and checked
+    at teardown."""
+    env = child_env(url=url, namespace=namespace, path=HERE)
+    with AppProcesses(tmp_path, HERE, "tasks_app", env, presence=app) as workers:
+        yield functools.partial(workers.start, "worker")
 
 
 def stats(app: App, queue: str = "default") -> dict[str, int]:
@@ -228,7 +76,7 @@ def dead_reasons(app: App, queue: str = "default") -> dict[str, str | None]:
 # Throughput ----------------------------------------------------------------------------
 
 
-def test_2000_tasks_on_four_processes(app: App, start_worker: Callable[..., WorkerProcess]) -> None:
+def test_2000_tasks_on_four_processes(app: App, start_worker: Callable[..., Process]) -> None:
     handles = tasks_app.add.map([(i, 1000 * i) for i in range(2000)])
     worker = start_worker("-c", "4", "--batch", "20")
     results = [handle.get(timeout=60) for handle in handles]
@@ -252,7 +100,7 @@ def test_2000_tasks_on_four_processes(app: App, start_worker: Callable[..., Work
     assert worker.terminate() == 0
 
 
-def test_async_task(app: App, start_worker: Callable[..., WorkerProcess]) -> None:
+def test_async_task(app: App, start_worker: Callable[..., Process]) -> None:
     handles = tasks_app.aadd.map([(i, i) for i in range(50)])
     start_worker("-c", "1")
     assert [h.get(timeout=20) for h in handles] == [2 * i for i in range(50)]
@@ -262,7 +110,7 @@ def test_async_task(app: App, start_worker: Callable[..., WorkerProcess]) -> Non
 
 
 def test_sigkilled_child_mid_task_runs_again(
-    app: App, start_worker: Callable[..., WorkerProcess]
+    app: App, start_worker: Callable[..., Process]
 ) -> None:
     worker = start_worker("-c", "2")
     held = tasks_app.hold.delay("x")
@@ -285,7 +133,7 @@ def test_sigkilled_child_mid_task_runs_again(
 
 
 def test_task_killing_its_process_every_time_is_dead_lettered(
-    app: App, start_worker: Callable[..., WorkerProcess]
+    app: App, start_worker: Callable[..., Process]
 ) -> None:
     start_worker("-c", "2")
     handle = tasks_app.always_kill.delay()
@@ -304,7 +152,7 @@ def test_task_killing_its_process_every_time_is_dead_lettered(
 
 
 def test_hard_time_limit_kills_and_dead_letters(
-    app: App, start_worker: Callable[..., WorkerProcess]
+    app: App, start_worker: Callable[..., Process]
 ) -> None:
     worker = start_worker("-c", "2")
     started = time.monotonic()
@@ -324,7 +172,7 @@ def test_hard_time_limit_kills_and_dead_letters(
     assert "hard time limit" in worker.log()
 
 
-def test_soft_time_limit(app: App, start_worker: Callable[..., WorkerProcess]) -> None:
+def test_soft_time_limit(app: App, start_worker: Callable[..., Process]) -> None:
     start_worker("-c", "2")
     uncaught, cleanup, in_async = (
         tasks_app.soft.delay(),
@@ -349,7 +197,7 @@ def test_soft_time_limit(app: App, start_worker: Callable[..., WorkerProcess]) -
 
 
 def test_retries_with_backoff_then_remote_error(
-    app: App, start_worker: Callable[..., WorkerProcess]
+    app: App, start_worker: Callable[..., Process]
 ) -> None:
     start_worker("-c", "1")
     handle = tasks_app.flaky_always.delay("t1")
@@ -374,7 +222,7 @@ def test_retries_with_backoff_then_remote_error(
 
 
 def test_unencodable_result_fails_after_one_attempt(
-    app: App, start_worker: Callable[..., WorkerProcess]
+    app: App, start_worker: Callable[..., Process]
 ) -> None:
     start_worker("-c", "1")
     handle = tasks_app.unencodable.delay()
@@ -385,9 +233,7 @@ def test_unencodable_result_fails_after_one_attempt(
     assert len(tasks_app.ledger("unencodable")) == 1  # not retried, although retry=3
 
 
-def test_unknown_task_is_dead_lettered(
-    app: App, start_worker: Callable[..., WorkerProcess]
-) -> None:
+def test_unknown_task_is_dead_lettered(app: App, start_worker: Callable[..., Process]) -> None:
     start_worker("-c", "1")
     job_id = app.client.addjob("default", {"t": "nope", "a": [], "k": {}})
     known = tasks_app.add.delay(1, 2)
@@ -402,9 +248,7 @@ def test_unknown_task_is_dead_lettered(
 # Stopping -------------------------------------------------------------------------------
 
 
-def test_sigterm_during_batch_loses_nothing(
-    app: App, start_worker: Callable[..., WorkerProcess]
-) -> None:
+def test_sigterm_during_batch_loses_nothing(app: App, start_worker: Callable[..., Process]) -> None:
     total = 200
     handles = tasks_app.slow.map([(i, 0.05) for i in range(total)])
     worker = start_worker("-c", "2", "--batch", "50")
@@ -438,7 +282,7 @@ def _workers_json(url: str, namespace: str) -> list[dict[str, Any]]:
 
 
 def test_ctl_stop_stops_exactly_that_worker(
-    url: str, namespace: str, app: App, start_worker: Callable[..., WorkerProcess]
+    url: str, namespace: str, app: App, start_worker: Callable[..., Process]
 ) -> None:
     worker = start_worker("-c", "3", live=3)
     listed = _workers_json(url, namespace)
@@ -461,12 +305,12 @@ def test_ctl_stop_stops_exactly_that_worker(
     assert worker.terminate() == 0
 
 
-def _debug_lines(worker: WorkerProcess, text: str) -> list[str]:
+def _debug_lines(worker: Process, text: str) -> list[str]:
     return [line for line in worker.log().splitlines() if " DEBUG " in line and text in line]
 
 
 def test_ctl_verbose_changes_its_logging(
-    url: str, namespace: str, app: App, start_worker: Callable[..., WorkerProcess]
+    url: str, namespace: str, app: App, start_worker: Callable[..., Process]
 ) -> None:
     worker = start_worker("-c", "2", live=2)
     loud, calm = list_workers(app.client)
