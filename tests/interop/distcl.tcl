@@ -1,7 +1,7 @@
 # DisTcl - Distributed Programming Infrastructure for Tcl
 #
 # Reconstructed for distq's interoperability tests from the DisTcl source in
-# the project's seed (/work/shared/seeds/000_0d3b15080919edaf.txt), whose
+# the project's seed (shared/seeds/000_0d3b15080919edaf.txt), whose
 # extraction lost every line that began with a closing brace. Only those lines
 # are restored here: the closing braces, and the two "} else {" lines that the
 # structure of the code requires (after the "(nil)" check of the BLPOP reply,
