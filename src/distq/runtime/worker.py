@@ -480,39 +480,30 @@ def _succeeded(app: App, job: Job, task: Task[Any, Any], value: Any) -> _Outcome
         stored = encode_value(app.codec, value)
     except CodecError as exc:
         error = RemoteError("distq.CodecError", f"the result cannot be encoded: {exc}")
-        return _Outcome(
-            job,
-            [
-                fail(
-                    app.context,
-                    job.id,
-                    job.delivery,
-                    task.options,
-                    error=str(error),
-                    stored=encode_error(error),
-                    retry=False,
-                )
-            ],
-        )
+        return _failure(app, job, task, error, retry=False)
     return _Outcome(job, [complete(app.context, job.id, job.delivery, task.options, stored)])
 
 
 def _failed(app: App, job: Job, task: Task[Any, Any], exc: BaseException) -> _Outcome:
     error = RemoteError.from_exception(exc)
     log.info("task %s (%s) raised %s", task.name, job.id, error)
-    return _Outcome(
-        job,
-        [
-            fail(
-                app.context,
-                job.id,
-                job.delivery,
-                task.options,
-                error=str(error),
-                stored=encode_error(error),
-            )
-        ],
+    return _failure(app, job, task, error, retry=True)
+
+
+def _failure(
+    app: App, job: Job, task: Task[Any, Any], error: RemoteError, *, retry: bool
+) -> _Outcome:
+    """Retry the call later, or dead-letter it with ``error`` as its result."""
+    request = fail(
+        app.context,
+        job.id,
+        job.delivery,
+        task.options,
+        error=str(error),
+        stored=encode_error(error),
+        retry=retry,
     )
+    return _Outcome(job, [request])
 
 
 def _settle(app: App, outcomes: list[_Outcome]) -> list[Op[Any]]:

@@ -16,6 +16,22 @@ from distq.runtime.worker import WorkerConfig
 
 __all__ = ["serve", "worker"]
 
+#: Options both commands take.
+_HEARTBEAT = click.option(
+    "--heartbeat",
+    type=click.FloatRange(min=0.05),
+    default=2.0,
+    show_default=True,
+    help="Seconds between heartbeats (presence, leases, control messages).",
+)
+_GRACE = click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds a graceful stop waits for running jobs.",
+)
+
 
 @click.command("worker")
 @click.argument("app_ref", metavar="MODULE:APP")
@@ -56,20 +72,8 @@ __all__ = ["serve", "worker"]
     show_default=True,
     help="`async def` tasks run at once per process.",
 )
-@click.option(
-    "--heartbeat",
-    type=click.FloatRange(min=0.05),
-    default=2.0,
-    show_default=True,
-    help="Seconds between heartbeats (presence, leases, control messages).",
-)
-@click.option(
-    "--grace",
-    type=click.FloatRange(min=0),
-    default=30.0,
-    show_default=True,
-    help="Seconds a graceful stop waits for running jobs.",
-)
+@_HEARTBEAT
+@_GRACE
 @pass_state
 def worker(
     state: State,
@@ -131,20 +135,8 @@ def worker(
     show_default=True,
     help="Processes per protocol.",
 )
-@click.option(
-    "--heartbeat",
-    type=click.FloatRange(min=0.05),
-    default=2.0,
-    show_default=True,
-    help="Seconds between heartbeats (presence, leases, control messages).",
-)
-@click.option(
-    "--grace",
-    type=click.FloatRange(min=0),
-    default=30.0,
-    show_default=True,
-    help="Seconds a graceful stop waits for running computations.",
-)
+@_HEARTBEAT
+@_GRACE
 @pass_state
 def serve(
     state: State,
