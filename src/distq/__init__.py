@@ -22,11 +22,11 @@ Start with :func:`connect` (or :func:`connect_async`)::
 
 from distq.connection.url import ConnectionSettings as ConnectionSettings
 from distq.endpoints.actor import ActorRef as ActorRef
-from distq.endpoints.actor import Node as Node
 from distq.endpoints.actor import receive as receive
 from distq.endpoints.actor import reply as reply
 from distq.endpoints.actor import self_ref as self_ref
 from distq.endpoints.app import App as App
+from distq.endpoints.node import Node as Node
 from distq.endpoints.service import Cached as Cached
 from distq.endpoints.task import Task as Task
 from distq.endpoints.task import TaskHandle as TaskHandle

@@ -30,7 +30,6 @@ from distq.connection.client import AsyncConnection, SyncConnection
 from distq.connection.ops import Op
 from distq.endpoints.actor import (
     ActorRef,
-    Node,
     call_op,
     make_envelope,
     need,
@@ -40,6 +39,7 @@ from distq.endpoints.actor import (
     watch_op,
     whereis_op,
 )
+from distq.endpoints.node import Node
 from distq.endpoints.service import (
     Protocol,
     Service,
