@@ -60,6 +60,7 @@ __all__ = [
     "new_process_id",
     "parse_id",
     "service_queue",
+    "validate_name",
     "validate_queue",
 ]
 
@@ -71,16 +72,27 @@ _BAD_QUEUE_CHARS = re.compile(r"[{}*?\[\]\\\s\x00-\x1f\x7f]")
 _CORE = re.compile(r"[0-9a-f]{24}")
 
 
-def validate_queue(name: str) -> str:
-    """Return ``name`` if it can name a queue, else raise InvalidArgument."""
+def validate_name(name: str, what: str, bad: re.Pattern[str], rule: str) -> str:
+    """Return ``name`` if it is a non-empty string of at most ``MAX_QUEUE_NAME``
+    characters with none matching ``bad``; else raise InvalidArgument saying
+    ``rule``. Names end up inside keys: this keeps them safe there."""
     if not isinstance(name, str) or not name:
-        raise InvalidArgument("a queue name must be a non-empty string")
-    if len(name) > MAX_QUEUE_NAME or _BAD_QUEUE_CHARS.search(name):
+        raise InvalidArgument(f"a {what} must be a non-empty string")
+    if len(name) > MAX_QUEUE_NAME or bad.search(name):
         raise InvalidArgument(
-            f"bad queue name {name[:40]!r}: at most {MAX_QUEUE_NAME} characters, "
-            "no braces, whitespace, control characters or glob characters (* ? [ ] \\)"
+            f"bad {what} {name[:40]!r}: at most {MAX_QUEUE_NAME} characters, {rule}"
         )
     return name
+
+
+def validate_queue(name: str) -> str:
+    """Return ``name`` if it can name a queue, else raise InvalidArgument."""
+    return validate_name(
+        name,
+        "queue name",
+        _BAD_QUEUE_CHARS,
+        "no braces, whitespace, control characters or glob characters (* ? [ ] \\)",
+    )
 
 
 class QueueKeys:

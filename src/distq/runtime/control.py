@@ -51,7 +51,7 @@ from distq.connection.ops import Command, Op, ScriptCall, single
 from distq.connection.scripts import load_scripts
 from distq.errors import InvalidArgument, Timeout
 from distq.queue.client import Client
-from distq.queue.keys import new_process_id
+from distq.queue.keys import MAX_QUEUE_NAME, new_process_id, validate_name
 
 __all__ = [
     "CONTROL_BATCH",
@@ -94,23 +94,17 @@ STALE_MS = 24 * 3600 * 1000
 #: The longest single BLPOP of :func:`ping` (well under the socket timeout).
 WAIT_SLICE_S = 1.0
 #: Longest worker id accepted.
-MAX_WORKER_ID = 200
+MAX_WORKER_ID = MAX_QUEUE_NAME
 
 _SCRIPTS = load_scripts("distq.runtime")
 _BAD_ID_CHARS = re.compile(r"[{}\s\x00-\x1f\x7f]")
-_HOST_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
 
 
 def validate_worker_id(worker_id: str) -> str:
     """Return ``worker_id`` if it can name a worker, else raise InvalidArgument."""
-    if not isinstance(worker_id, str) or not worker_id:
-        raise InvalidArgument("a worker id must be a non-empty string")
-    if len(worker_id) > MAX_WORKER_ID or _BAD_ID_CHARS.search(worker_id):
-        raise InvalidArgument(
-            f"bad worker id {worker_id[:40]!r}: at most {MAX_WORKER_ID} characters, "
-            "no braces, spaces or control characters"
-        )
-    return worker_id
+    return validate_name(
+        worker_id, "worker id", _BAD_ID_CHARS, "no braces, spaces or control characters"
+    )
 
 
 def new_worker_id() -> str:
