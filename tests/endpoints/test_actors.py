@@ -28,6 +28,7 @@ from distq.endpoints.actor import ActorRef
 from distq.endpoints.app import App
 from distq.errors import ActorNotFound, CodecError, NameTaken, RemoteError, Timeout
 from distq.queue.keys import ActorKeys, mailbox_queue
+from distq.queue.keys import job_id as job_id_of
 from processes import Process, Processes, child_env, wait_for
 
 HERE = Path(__file__).resolve().parent
@@ -235,7 +236,7 @@ def test_message_in_flight_on_sigkill_is_handled_again_after_restart(
     assert ledger("n.holder") == [[first.pid, token]]
     queue = mailbox_queue("n.holder")
     leased = app.client.run(single(Command(("ZRANGE", app.context.keys(queue).leased, 0, -1))))
-    [job_id] = [bytes(x).decode() for x in leased]
+    [job_id] = [job_id_of(bytes(core), queue) for core in leased]
     shown = app.client.show(job_id)
     assert shown is not None and (shown["state"], shown["deliveries"]) == ("active", 1)
 

@@ -27,7 +27,7 @@ import pytest
 
 import distq
 from distq.connection.server import ServerProcess, free_port, pid_alive
-from distq.queue.keys import QueueKeys, job_key
+from distq.queue.keys import QueueKeys, core_bytes, parse_id
 
 #: The lease of the jobs these tests fetch, in seconds.
 LEASE_S = 1
@@ -431,8 +431,9 @@ def test_garbage_in_the_ready_list_is_dead_lettered(
 ) -> None:
     client = make_client()
     keys = QueueKeys(namespace, queue)
-    garbage = [os.urandom(16), b"not a job id", b"", b"D-xyz-" + queue.encode()]
-    missing = f"D-{'0' * 24}-{queue}".encode()  # id-shaped, but no such job: skipped
+    # Not 12 bytes, so not a core (a 12-byte entry is the core of a job or of none).
+    garbage = [os.urandom(16), b"not a job core", b"", b"D-xyz-" + queue.encode()]
+    missing = bytes(12)  # core-shaped, but no such job: skipped
     first = client.addjob(queue, "first")
     raw = engine.server.client()
     try:
@@ -463,7 +464,10 @@ def test_corrupt_body_is_dead_lettered_and_the_batch_released(
     good_ids.append(client.addjob(queue, {"ok": 2}))
     raw = engine.server.client()
     try:
-        raw.hset(job_key(namespace, bad_id), "b", b'{"ok": tru\xff')
+        core = core_bytes(parse_id(bad_id)[0])
+        jobs = QueueKeys(namespace, queue).jobs
+        head = raw.hget(jobs, core).partition(b"\n")[0]
+        raw.hset(jobs, core, head + b'\n{"ok": tru\xff')
     finally:
         raw.close()
 

@@ -151,15 +151,15 @@ def _msgpack_default(value: Any) -> Any:
     return _msgpack().ExtType(_REF_EXT, _msgpack().packb(parts))
 
 
+#: One encoder for every call (``json.dumps`` with options builds a new one each time).
+_JSON = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default
+)
+
+
 def _json_encode(value: Any) -> bytes:
     try:
-        return json.dumps(
-            value,
-            separators=(",", ":"),
-            ensure_ascii=False,
-            allow_nan=False,
-            default=_json_default,
-        ).encode()
+        return _JSON.encode(value).encode()
     except (TypeError, ValueError) as exc:
         raise CodecError(f"cannot encode {type(value).__name__} as JSON: {exc}") from exc
 

@@ -24,12 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import redis
 import redis.asyncio
+from hiredis import pack_command
 from redis.backoff import NoBackoff
 from redis.exceptions import (
     AuthenticationError as RedisAuthenticationError,
@@ -205,15 +209,21 @@ class _Base:
         #: SHAs of the scripts known to be loaded on the server.
         self._loaded: set[str] = set()
 
+    def _missing_scripts(self, step: Step) -> dict[str, bytes]:
+        """SHA → source of the scripts of ``step`` the server may not know: they
+        are loaded (SCRIPT LOAD) in the same round trip, ahead of the step."""
+        loaded = self._loaded
+        return {
+            r.script.sha: r.script.source
+            for r in step
+            if isinstance(r, ScriptCall) and r.script.sha not in loaded
+        }
+
     def _queue_step(self, pipe: Any, step: Step) -> int:
         """Queue a step on a pipeline, preceded by SCRIPT LOAD of any script the
         server may not know, so that every command runs in order; returns how
         many replies to skip."""
-        missing = {
-            r.script.sha: r.script.source
-            for r in step
-            if isinstance(r, ScriptCall) and r.script.sha not in self._loaded
-        }
+        missing = self._missing_scripts(step)
         for source in missing.values():
             pipe.execute_command("SCRIPT", "LOAD", source)
         for request in step:
@@ -236,20 +246,32 @@ class _Base:
     def _after(self, step: Step, replies: list[Any]) -> list[Any]:
         if wire.isEnabledFor(logging.DEBUG):
             _log_step(step, replies)
-        return _replies_with_errors(replies, self.settings)
+        for reply in replies:
+            if isinstance(reply, RedisError):
+                return _replies_with_errors(replies, self.settings)
+        return replies
 
 
 class SyncConnection(_Base):
-    """A blocking connection pool to one server (safe to use after fork)."""
+    """A blocking connection to one server: one socket per thread (safe to use
+    after fork: a child opens its own).
+
+    Requests go straight to the socket of a redis-py ``Connection`` — packed by
+    hiredis, replies parsed by hiredis — rather than through ``Redis.execute_command``,
+    whose per-call bookkeeping (connection pool, callbacks, instrumentation)
+    costs as much as the round trip itself on loopback.
+    """
 
     def __init__(self, settings: ConnectionSettings) -> None:
         super().__init__(settings)
         self.redis = redis.Redis(**_redis_options(settings))
-        self.redis.response_callbacks.clear()  # raw replies: ops parse them
-        self._execute: Callable[..., Any] = self.redis.execute_command
+        self._local = threading.local()
+        self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def close(self) -> None:
-        """Close every pooled connection."""
+        """Close every connection (a later call opens a new one)."""
+        for conn in list(self._connections):
+            conn.disconnect()
         self.redis.close()
 
     def run(self, op: Op[T]) -> T:
@@ -273,39 +295,65 @@ class SyncConnection(_Base):
 
     def roundtrip(self, step: Step) -> list[Any]:
         """Send a step, resending it on a broken connection; replies in order."""
-        backoff = _Backoff(self.settings)
+        backoff = None
         while True:
             try:
                 self._before(step)
                 return self._after(step, self._send(step))
             except (RedisConnectionError, RedisTimeoutError) as exc:
+                backoff = backoff or _Backoff(self.settings)
                 time.sleep(backoff.next_delay(exc))
             except RedisError as exc:  # e.g. InvalidResponse: a peer that is not Redis
                 raise translate(exc, self.settings) from exc
 
-    def _send(self, step: Step) -> list[Any]:
-        if len(step) == 1:
-            return [self._one(step[0])]
-        pipe: Any = self.redis.pipeline(transaction=False)
-        loads = self._queue_step(pipe, step)
-        replies = pipe.execute(raise_on_error=False)[loads:]
-        for index in self._noscript(replies):
-            replies[index] = self._one(step[index])
-        return list(replies)
+    def _connection(self) -> Any:
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            # Each thread (and, after a fork, each child) has a connection of
+            # its own, opened on its first send; close() disconnects them all.
+            local.conn = self.redis.connection_pool.make_connection()
+            local.pid = os.getpid()
+            self._connections.add(local.conn)
+        return local.conn
 
-    def _one(self, request: Request) -> Any:
-        try:
+    def _send(self, step: Step) -> list[Any]:
+        conn = self._connection()
+        if len(step) == 1:  # the common case, kept short
+            request = step[0]
             if isinstance(request, Command):
-                return self._execute(*request.args)
-            try:
-                reply = self._execute(*_wire_args(request))
-            except NoScriptError:
-                self._loaded.clear()
-                reply = self._execute(*_eval_args(request))
-            self._loaded.add(request.script.sha)
-            return reply
-        except ResponseError as exc:
-            return exc
+                conn.send_packed_command([pack_command(request.args)], check_health=False)
+                return [_read(conn)]
+            if request.script.sha in self._loaded:
+                conn.send_packed_command([pack_command(_wire_args(request))], check_health=False)
+                reply = _read(conn)
+                if not isinstance(reply, NoScriptError):
+                    return [reply]
+                self._loaded.clear()  # the server lost its scripts: load them again below
+        missing = self._missing_scripts(step)
+        wire_args = [("SCRIPT", "LOAD", source) for source in missing.values()]
+        wire_args.extend(map(_wire_args, step))
+        conn.send_packed_command([_pack(wire_args)], check_health=False)
+        replies = [_read(conn) for _ in wire_args][len(missing) :]
+        self._loaded.update(missing)
+        for index in self._noscript(replies):
+            request = step[index]
+            assert isinstance(request, ScriptCall)
+            conn.send_packed_command([_pack([_eval_args(request)])], check_health=False)
+            replies[index] = _read(conn)
+        return replies
+
+
+def _pack(commands: list[tuple[Any, ...]]) -> bytes:
+    """The wire bytes of commands (hiredis packs each in one call)."""
+    return b"".join(map(pack_command, commands))
+
+
+def _read(conn: Any) -> Any:
+    """One reply; an error reply is returned, not raised."""
+    try:
+        return conn.read_response()
+    except ResponseError as exc:
+        return exc
 
 
 class AsyncConnection(_Base):

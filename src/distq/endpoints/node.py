@@ -42,7 +42,7 @@ from distq.errors import (
     Timeout,
 )
 from distq.queue.job import Job
-from distq.queue.keys import ActorKeys, mailbox_queue, new_process_id, validate_queue
+from distq.queue.keys import ActorKeys, job_id, mailbox_queue, new_process_id, validate_queue
 
 if TYPE_CHECKING:
     from distq.endpoints.app import App
@@ -157,19 +157,32 @@ class _Actor:
             raise InvalidArgument("reply() outside the handling of a message")
         if held.envelope.get("c"):
             stored = encode_value(app.codec, value)
-            app.client.run(_requests(reply_request(app.context, held.envelope["c"], stored)))
+            self._send_reply(held.envelope["c"], stored)
         elif isinstance(held.envelope.get("f"), ActorRef):
             app.send(held.envelope["f"], value)
         else:
             log.warning("actor %s: reply() to a message that asked for none", self.ref.actor)
 
     def _fail_call(self, error: BaseException) -> None:
-        app = self.node.app
         with self.lock:
             held = self.current
         if held is not None and held.envelope.get("c"):
             stored = encode_error(RemoteError.from_exception(error))
-            app.client.run(_requests(reply_request(app.context, held.envelope["c"], stored)))
+            self._send_reply(held.envelope["c"], stored)
+
+    def _send_reply(self, call_id: str, stored: bytes) -> None:
+        """Push the answer to a call, waiting out a server outage (as a fetch
+        does) rather than losing work that is already done."""
+        app = self.node.app
+        while True:
+            try:
+                app.client.run(_requests(reply_request(app.context, call_id, stored)))
+                return
+            except (ConnectionFailed, Timeout) as exc:
+                if self.node.stopping.is_set():
+                    raise
+                log.warning("actor %s: reply failed (%s); retrying", self.ref.actor, exc)
+                self.node.stopping.wait(RETRY_PAUSE_S)
 
     def _main(self) -> None:
         _local.actor = self
@@ -331,7 +344,7 @@ class Node:
         """
         client = self.app.client
         leased = client.run(single(Command(("ZRANGE", self.app.context.keys(queue).leased, 0, -1))))
-        held = sorted((bytes(x).decode() for x in leased), reverse=True)
+        held = sorted((job_id(bytes(core), queue) for core in leased), reverse=True)
         if held:
             log.warning("actor mailbox %s: %d message(s) of a lost incarnation", queue, len(held))
             client.nack(*held, reason="actor's node lost")

@@ -22,7 +22,7 @@ from distq.connection.scripts import load_scripts
 from distq.errors import InvalidArgument, JobNotFound, RemoteError, Timeout
 from distq.queue import ops as queue_ops
 from distq.queue.job import JobState
-from distq.queue.keys import parse_id
+from distq.queue.keys import QueueKeys, core_bytes, parse_id
 from distq.queue.ops import Duration, QueueContext, seconds_to_ms
 
 if TYPE_CHECKING:
@@ -100,15 +100,23 @@ class Task(Generic[P, R]):
             max_deliveries=self.options.max_deliveries,
         )
 
+    def _add_one(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Op[str]:
+        ctx, queue = self.app.context, self.options.queue
+        return queue_ops.addjob(
+            ctx,
+            queue,
+            ctx.seal(queue, message(self.name, args, kwargs)),
+            retry=self.options.lease,
+            max_deliveries=self.options.max_deliveries,
+        )
+
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
         """Queue a call; return its handle at once."""
-        [job_id] = self.app.client.run(self._add([message(self.name, args, kwargs)]))
-        return TaskHandle(self.app, job_id)
+        return TaskHandle(self.app, self.app.client.run(self._add_one(args, kwargs)))
 
     async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
         """Like :meth:`delay`, from asyncio code."""
-        [job_id] = await self.app.aclient.run(self._add([message(self.name, args, kwargs)]))
-        return TaskHandle(self.app, job_id)
+        return TaskHandle(self.app, await self.app.aclient.run(self._add_one(args, kwargs)))
 
     def map(self, calls: Iterable[Any]) -> list[TaskHandle[R]]:
         """Queue many calls in one round trip.
@@ -185,22 +193,37 @@ def task_status(ctx: QueueContext, job_id: str) -> Op[str]:
     """The status of a call (see :meth:`TaskHandle.status`)."""
     core, queue = parse_id(job_id)
     keys = ctx.keys(queue)
-    stored, state = yield [
-        Command(("LINDEX", keys.result(core), 0)),
-        Command(("HGET", keys.job(core), "s")),
-    ]
+    stored, *state = yield [Command(("LINDEX", keys.result(core), 0)), *_state_requests(keys, core)]
     if stored is not None:
         return "failed" if result_failed(stored) else "succeeded"
-    if state is None:
-        return "unknown"
-    return JobState.from_code(state.decode()).value
+    code, _reason = _state(*state)
+    return "unknown" if code is None else JobState.from_code(code).value
+
+
+def _state_requests(keys: QueueKeys, core: str) -> list[Command]:
+    """What tells a job's state: its state entry, whether it exists, its reason."""
+    raw = core_bytes(core)
+    return [
+        Command(("HGET", keys.st, raw)),
+        Command(("HEXISTS", keys.jobs, raw)),
+        Command(("HGET", keys.why, raw)),
+    ]
+
+
+def _state(
+    state: bytes | None, exists: int, reason: bytes | None
+) -> tuple[str | None, bytes | None]:
+    """The state letter (``None``: no such job) and the reason, from :func:`_state_requests`."""
+    if state is not None:
+        return state[:1].decode(), reason
+    return ("q" if exists else None), reason
 
 
 def wait_result(ctx: QueueContext, job_id: str, timeout: Duration | None) -> Op[Any]:
     """Wait for a call's stored result, one blocking command per slice."""
     core, queue = parse_id(job_id)
     keys = ctx.keys(queue)
-    result_key, job_key = keys.result(core), keys.job(core)
+    result_key = keys.result(core)
     deadline = (
         None if timeout is None else time.monotonic() + seconds_to_ms(timeout, "timeout") / 1000
     )
@@ -214,13 +237,14 @@ def wait_result(ctx: QueueContext, job_id: str, timeout: Duration | None) -> Op[
         )
         if stored is not None:
             return decode_result(ctx.codec, stored, job_id)
-        stored, (state, reason) = yield [
+        stored, *raw_state = yield [
             Command(("LINDEX", result_key, 0)),
-            Command(("HMGET", job_key, "s", "r")),
+            *_state_requests(keys, core),
         ]
         if stored is not None:
             return decode_result(ctx.codec, stored, job_id)
-        if state == b"x":
+        state, reason = _state(*raw_state)
+        if state == "x":
             raise RemoteError("DeadLetter", (reason or b"dead-lettered").decode(errors="replace"))
         if state is None:
             raise JobNotFound(f"no task call {job_id}, or its result expired")
@@ -239,8 +263,8 @@ def complete(
     keys = ctx.keys(queue)
     return ScriptCall(
         SCRIPTS["complete"],
-        (keys.job(core), keys.leased, keys.stats, keys.result(core)),
-        (job_id, token, stored, round(options.result_ttl * 1000)),
+        (*keys.all(), keys.result(core)),
+        (core_bytes(core), token, stored, round(options.result_ttl * 1000)),
     )
 
 
@@ -260,17 +284,9 @@ def fail(
     keys = ctx.keys(queue)
     return ScriptCall(
         SCRIPTS["fail"],
+        (*keys.all(), keys.result(core)),
         (
-            keys.job(core),
-            keys.ready,
-            keys.leased,
-            keys.delayed,
-            keys.dead,
-            keys.stats,
-            keys.result(core),
-        ),
-        (
-            job_id,
+            core_bytes(core),
             token,
             round(options.backoff * 1000),
             round(options.backoff_max * 1000),

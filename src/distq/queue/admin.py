@@ -7,8 +7,8 @@ from typing import Any
 from distq.connection.ops import Command, Op, ScriptCall, single
 from distq.errors import CodecError, InvalidArgument
 from distq.queue.job import Job, JobState
-from distq.queue.keys import QueueKeys, parse_id, validate_queue
-from distq.queue.ops import QueueContext
+from distq.queue.keys import QueueKeys, core_bytes, job_id, parse_id, validate_queue
+from distq.queue.ops import QueueContext, split_record
 
 __all__ = [
     "deadletters",
@@ -35,7 +35,7 @@ def qstat(ctx: QueueContext, queue: str) -> Op[dict[str, Any]]:
     ``dead_total``.
     """
     keys = ctx.keys(queue)
-    reply = yield from single(ScriptCall(ctx.script("qstat"), keys.all(), (keys.job_prefix,)))
+    reply = yield from single(ScriptCall(ctx.script("qstat"), keys.all(), ()))
     now_ms, length, leased, delayed, dead, oldest = (int(v) for v in reply[:6])
     stats = {reply[i].decode(): int(reply[i + 1]) for i in range(6, len(reply), 2)}
     return {
@@ -58,31 +58,22 @@ def qlen(ctx: QueueContext, queue: str) -> Op[int]:
     return int(stat["len"])
 
 
-def _peek(ctx: QueueContext, keys: QueueKeys, key: str, count: int) -> Op[list[Job]]:
+def _peek(ctx: QueueContext, keys: QueueKeys, which: str, count: int) -> Op[list[Job]]:
     if not isinstance(count, int):
         raise InvalidArgument(f"count must be an integer, not {count!r}")
     if count == 0:
         return []
-    reply = yield from single(ScriptCall(ctx.script("qpeek"), (key,), (count, keys.job_prefix)))
+    reply = yield from single(ScriptCall(ctx.script("qpeek"), keys.all(), (count, which)))
     jobs = []
-    for i in range(0, len(reply), 7):
-        job_id = reply[i].decode()
+    for i in range(0, len(reply), 6):
+        ref = job_id(reply[i], keys.name)
+        fmt, data = split_record(reply[i + 1])
         try:
-            body = ctx.codec.decode(reply[i + 1].decode(), reply[i + 2], job_id)
+            body = ctx.codec.decode(fmt, data, ref)
         except CodecError:
-            body = reply[i + 2]  # a peek shows what is there, decodable or not
-        reason = reply[i + 6].decode() or None
-        jobs.append(
-            Job(
-                job_id,
-                keys.name,
-                body,
-                int(reply[i + 4]),
-                int(reply[i + 5]),
-                int(reply[i + 3]),
-                reason,
-            )
-        )
+            body = data  # a peek shows what is there, decodable or not
+        reason = reply[i + 5].decode() or None
+        jobs.append(Job(ref, keys.name, body, reply[i + 3], reply[i + 4], reply[i + 2], reason))
     return jobs
 
 
@@ -93,7 +84,7 @@ def qpeek(ctx: QueueContext, queue: str, count: int) -> Op[list[Job]]:
     newest first. A body that does not decode is shown as its raw bytes.
     """
     keys = ctx.keys(queue)
-    return (yield from _peek(ctx, keys, keys.ready, count))
+    return (yield from _peek(ctx, keys, "ready", count))
 
 
 def deadletters(ctx: QueueContext, queue: str, count: int = 100) -> Op[list[Job]]:
@@ -102,7 +93,7 @@ def deadletters(ctx: QueueContext, queue: str, count: int = 100) -> Op[list[Job]
     ``enqueue`` gives one another chance; ``deljob`` or ``ackjob`` removes it.
     """
     keys = ctx.keys(queue)
-    return (yield from _peek(ctx, keys, keys.dead, count))
+    return (yield from _peek(ctx, keys, "dead", count))
 
 
 def show(ctx: QueueContext, job_id: str) -> Op[dict[str, Any] | None]:
@@ -117,34 +108,36 @@ def show(ctx: QueueContext, job_id: str) -> Op[dict[str, Any] | None]:
     one) and ``body``.
     """
     core, queue = parse_id(job_id)
-    keys = ctx.keys(queue)
     reply = yield from single(
-        ScriptCall(ctx.script("show"), (keys.job(core), keys.leased, keys.delayed), (job_id,))
+        ScriptCall(ctx.script("show"), ctx.keys(queue).all(), (core_bytes(core),))
     )
     if not reply:
         return None
-    now_ms, pttl = int(reply[0]), int(reply[1])
-    fields = {reply[i].decode(): reply[i + 1] for i in range(4, len(reply), 2)}
-    fmt, ctime, retry, _ttl, delay, maxdel = fields["m"].decode().split()
+    now_ms, record, state, reason, lease, due = reply
+    fmt, data = split_record(record)
+    _fmt, expires, retry, maxdel = record.partition(b"\n")[0].split()
+    fields = (state or b"q 0 0 0 0 0 0").split()
+    code = fields[0].decode()
+    delivered, released, nacks, additional, _failed, delay = map(int, fields[1:])
     try:
-        body = ctx.codec.decode(fmt, fields.get("b", b""), job_id)
+        body = ctx.codec.decode(fmt, data, job_id)
     except CodecError:
-        body = fields.get("b", b"")
+        body = data
     return {
         "id": job_id,
         "queue": queue,
-        "state": JobState.from_code(fields["s"].decode()).value,
-        "ctime": int(ctime) / 1000,
-        "delay": int(delay) / 1000,
+        "state": JobState.from_code(code).value,
+        "ctime": int(core[:12], 16) / 1000,
+        "delay": delay / 1000,
         "retry": int(retry) / 1000,
-        "ttl": None if pttl < 0 else pttl / 1000,
+        "ttl": None if code == "x" or not int(expires) else (int(expires) - now_ms) / 1000,
         "max_deliveries": int(maxdel) or None,
-        "deliveries": int(fields.get("d", 0)) - int(fields.get("u", 0)),
-        "nacks": int(fields.get("n", 0)),
-        "additional_deliveries": int(fields.get("a", 0)),
-        "next_requeue_within": _within(reply[2], now_ms),
-        "next_awake_within": _within(reply[3], now_ms),
-        "reason": fields["r"].decode() if "r" in fields else None,
+        "deliveries": delivered - released,
+        "nacks": nacks,
+        "additional_deliveries": additional,
+        "next_requeue_within": _within(lease, now_ms),
+        "next_awake_within": _within(due, now_ms),
+        "reason": reason.decode() if code == "x" and reason else None,
         "body": body,
     }
 
@@ -180,23 +173,32 @@ def jscan(
     Raises:
         InvalidArgument: a bad queue name, or a state that is not a ``JobState``.
     """
-    wanted = None if state is None else _job_state(state)
-    namespace = _glob_escape(ctx.namespace)
-    pattern = (
-        f"{namespace}:{{{validate_queue(queue)}}}:j:*"
-        if queue is not None
-        else f"{namespace}:{{*}}:j:*"
-    )
+    code = "" if state is None else _job_state(state).code
+    if queue is not None:
+        return (yield from _scan_queue(ctx, validate_queue(queue), cursor, count, code, busyloop))
+    # Every queue's jobs: one SCAN step over the queues, each of them scanned whole.
+    prefix = f"{ctx.namespace}:{{"
+    pattern = f"{_glob_escape(ctx.namespace)}:{{*}}:jobs"
     cursor, keys = yield from _scan(pattern, cursor, count, busyloop)
-    ids = [_key_to_id(key.decode()) for key in keys]
-    if wanted is None or not ids:
-        return cursor, ids
-    states = yield [Command(("HGET", key, "s")) for key in keys]
-    return cursor, [
-        job_id
-        for job_id, code in zip(ids, states, strict=True)
-        if code is not None and JobState.from_code(code.decode()) == wanted
-    ]
+    ids: list[str] = []
+    for key in keys:
+        name = key.decode()[len(prefix) : -len("}:jobs")]
+        ids += (yield from _scan_queue(ctx, name, 0, count, code, True))[1]
+    return cursor, ids
+
+
+def _scan_queue(
+    ctx: QueueContext, queue: str, cursor: int, count: int, code: str, busyloop: bool
+) -> Op[tuple[int, list[str]]]:
+    keys = ctx.keys(queue)
+    ids: list[str] = []
+    while True:
+        call = ScriptCall(ctx.script("jscan"), keys.all(), (cursor, count, code))
+        reply = yield from single(call)
+        cursor = int(reply[0])
+        ids += (job_id(core, queue) for core in reply[1:])
+        if cursor == 0 or not busyloop:
+            return cursor, ids
 
 
 def _job_state(state: str | JobState) -> JobState:
@@ -210,12 +212,6 @@ def _job_state(state: str | JobState) -> JobState:
 def _glob_escape(text: str) -> str:
     """``text`` matched literally in a ``SCAN MATCH`` pattern."""
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
-
-
-def _key_to_id(key: str) -> str:
-    start = key.index(":{") + 2
-    end = key.rindex("}:j:")
-    return f"D-{key[end + 4 :]}-{key[start:end]}"
 
 
 def qscan(

@@ -23,6 +23,11 @@ class JobState(StrEnum):
         """The state stored as one letter in the job hash."""
         return _CODES[code]
 
+    @property
+    def code(self) -> str:
+        """The one letter the scripts store for this state."""
+        return _LETTERS[self]
+
 
 _CODES = {
     "q": JobState.QUEUED,
@@ -31,6 +36,7 @@ _CODES = {
     "i": JobState.IDLE,
     "x": JobState.DEAD,
 }
+_LETTERS = {state: code for code, state in _CODES.items()}
 
 
 @dataclass(frozen=True, slots=True)

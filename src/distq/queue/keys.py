@@ -4,14 +4,20 @@ Every key of a queue carries the queue name as its hash tag, so all of them —
 and every job of the queue — live in one cluster slot, and each Lua script
 touches one slot::
 
-    <ns>:{<queue>}:ready     list    ids of jobs waiting to be fetched (FIFO)
-    <ns>:{<queue>}:leased    zset    ids of fetched jobs → lease deadline (ms)
-    <ns>:{<queue>}:delayed   zset    ids of delayed jobs → due time (ms)
-    <ns>:{<queue>}:dead      list    ids of dead-lettered jobs, oldest first
+    <ns>:{<queue>}:ready     list    cores of jobs waiting to be fetched (FIFO)
+    <ns>:{<queue>}:leased    zset    cores of fetched jobs → lease deadline (ms)
+    <ns>:{<queue>}:delayed   zset    cores of delayed jobs → due time (ms)
+    <ns>:{<queue>}:dead      list    cores of dead-lettered jobs, oldest first
     <ns>:{<queue>}:wake      list    a token that wakes one blocked fetcher
     <ns>:{<queue>}:stats     hash    counters: in, out, acked, dead
-    <ns>:{<queue>}:j:<core>  hash    one job (fields in docs/protocol.md)
+    <ns>:{<queue>}:jobs      hash    core → the job: options and body, written once
+    <ns>:{<queue>}:st        hash    core → state and counters (none while the
+                                     job is queued and was never fetched)
+    <ns>:{<queue>}:why       hash    core → dead-letter reason or last error
     <ns>:{<queue>}:r:<core>  list    a task's stored result (one element), with a TTL
+
+A job's *core* is the 12 bytes written as 24 hex digits in its id; inside
+its queue it is known by these bytes alone (docs/protocol.md has the formats).
 
 A cached service (native protocol) keeps, per request key (a digest of the
 request's arguments), three keys under one hash tag, so they share a slot::
@@ -37,6 +43,7 @@ named ``actor.<actor id>``, and these namespace-wide keys::
 A job id is ``D-<core>-<queue>``: ``<core>`` is 24 hex digits (milliseconds,
 a per-process sequence, a per-process random origin), so ids are unique and
 ordered by creation time, and the id alone locates the job and its queue.
+The scripts get the core as its 12 bytes.
 """
 
 from __future__ import annotations
@@ -54,7 +61,8 @@ __all__ = [
     "ActorKeys",
     "QueueKeys",
     "ServiceKeys",
-    "job_key",
+    "core_bytes",
+    "job_id",
     "mailbox_queue",
     "new_id",
     "new_process_id",
@@ -101,13 +109,15 @@ class QueueKeys:
     __slots__ = (
         "dead",
         "delayed",
-        "job_prefix",
+        "jobs",
         "leased",
         "name",
         "ready",
         "result_prefix",
+        "st",
         "stats",
         "wake",
+        "why",
     )
 
     def __init__(self, namespace: str, queue: str) -> None:
@@ -119,16 +129,24 @@ class QueueKeys:
         self.dead = base + "dead"
         self.wake = base + "wake"
         self.stats = base + "stats"
-        self.job_prefix = base + "j:"
+        self.jobs = base + "jobs"
+        self.st = base + "st"
+        self.why = base + "why"
         self.result_prefix = base + "r:"
 
-    def all(self) -> tuple[str, str, str, str, str, str]:
-        """The six queue keys in the order the scripts take them."""
-        return (self.ready, self.leased, self.delayed, self.dead, self.wake, self.stats)
-
-    def job(self, core: str) -> str:
-        """The key of the job with this core."""
-        return self.job_prefix + core
+    def all(self) -> tuple[str, ...]:
+        """The nine queue keys in the order the scripts take them."""
+        return (
+            self.ready,
+            self.leased,
+            self.delayed,
+            self.dead,
+            self.wake,
+            self.stats,
+            self.jobs,
+            self.st,
+            self.why,
+        )
 
     def result(self, core: str) -> str:
         """The key of the stored result of the job with this core."""
@@ -196,10 +214,14 @@ class ActorKeys:
         return f"{self.namespace}:reply:{call_id}"
 
 
-def job_key(namespace: str, job_id: str) -> str:
-    """The key of the job with this id."""
-    core, queue = parse_id(job_id)
-    return f"{namespace}:{{{queue}}}:j:{core}"
+def core_bytes(core: str) -> bytes:
+    """The 12 bytes of a core given as 24 hex digits (as the scripts know it)."""
+    return bytes.fromhex(core)
+
+
+def job_id(core: bytes, queue: str) -> str:
+    """The id of the job of ``queue`` whose core the scripts gave as 12 bytes."""
+    return f"D-{core.hex()}-{queue}"
 
 
 def parse_id(job_id: str) -> tuple[str, str]:

@@ -9,6 +9,7 @@ from the server.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -22,7 +23,7 @@ from distq.connection.ops import Command, Op, ScriptCall, Step, single
 from distq.connection.scripts import Script, load_scripts
 from distq.errors import CodecError, InvalidArgument, NotReplicated, PayloadTooLarge
 from distq.queue.job import Job
-from distq.queue.keys import QueueKeys, new_id, parse_id
+from distq.queue.keys import QueueKeys, core_bytes, job_id, new_id, parse_id
 
 __all__ = ["DEFAULT_RETRY_S", "DEFAULT_TTL_S", "QueueContext"]
 
@@ -73,7 +74,13 @@ class QueueContext:
 
     def keys(self, queue: str) -> QueueKeys:
         """The keys of ``queue``."""
-        return QueueKeys(self.namespace, queue)
+        return queue_keys(self.namespace, queue)
+
+
+@functools.lru_cache(maxsize=1024)
+def queue_keys(namespace: str, queue: str) -> QueueKeys:
+    """The keys of ``queue`` in ``namespace`` (made once: producers name few queues)."""
+    return QueueKeys(namespace, queue)
 
 
 def seconds_to_ms(value: Duration, what: str) -> int:
@@ -126,20 +133,23 @@ def addjob(
         PayloadTooLarge: the encoded body is over ``max_payload``.
         NotReplicated: fewer than ``replicate`` replicas confirmed in time.
     """
-    ids = yield from addjobs(
-        ctx,
-        queue,
-        [body],
-        delay=delay,
-        retry=retry,
-        ttl=ttl,
-        maxlen=maxlen,
-        max_deliveries=max_deliveries,
-        replicate=replicate,
-        timeout=timeout,
-        async_=async_,
-    )
-    return ids[0]
+    keys = ctx.keys(queue)
+    new, job_args = _job_args(ctx, queue, body)
+    yield [_add_call(ctx, keys, _add_options(delay, retry, ttl, maxlen, max_deliveries), job_args)]
+    if replicate and not async_:
+        yield from _wait_replicas(replicate, seconds_to_ms(timeout, "timeout"))
+    return new
+
+
+def _job_args(ctx: QueueContext, queue: str, body: Any) -> tuple[str, list[Any]]:
+    """A new job's id, and its arguments to the addjob script: core, format, body."""
+    fmt, data = ctx.codec.encode(body)
+    if len(data) > ctx.max_payload:
+        raise PayloadTooLarge(
+            f"body of {len(data)} bytes is over the limit of {ctx.max_payload} (max_payload)"
+        )
+    new, core = new_id(queue)
+    return new, [bytes.fromhex(core), fmt.value, data]
 
 
 def addjobs(
@@ -162,40 +172,19 @@ def addjobs(
     the jobs are added all together or not at all.
     """
     keys = ctx.keys(queue)
-    ttl_ms = seconds_to_ms(ttl, "ttl")
-    delay_ms = seconds_to_ms(delay, "delay")
-    if ttl_ms <= 0:
-        raise InvalidArgument(f"ttl must be at least 1 ms, not {ttl!r}")
-    if delay_ms >= ttl_ms:
-        raise InvalidArgument(
-            f"delay ({delay!r}) must be shorter than ttl ({ttl!r}): the job would expire first"
-        )
-    options = (
-        maxlen or 0,
-        seconds_to_ms(retry, "retry"),
-        ttl_ms,
-        delay_ms,
-        _max_deliveries(max_deliveries),
-    )
+    options = _add_options(delay, retry, ttl, maxlen, max_deliveries)
     ids: list[str] = []
     step: Step = []
-    chunk_keys: list[str] = []
     chunk_args: list[Any] = []
     for body in bodies:
-        fmt, data = ctx.codec.encode(body)
-        if len(data) > ctx.max_payload:
-            raise PayloadTooLarge(
-                f"body of {len(data)} bytes is over the limit of {ctx.max_payload} (max_payload)"
-            )
-        job_id, core = new_id(queue)
-        ids.append(job_id)
-        chunk_keys.append(keys.job(core))
-        chunk_args += (job_id, fmt.value, data)
-        if len(chunk_keys) == ADD_CHUNK:
-            step.append(_add_call(ctx, keys, chunk_keys, options, chunk_args))
-            chunk_keys, chunk_args = [], []
-    if chunk_keys:
-        step.append(_add_call(ctx, keys, chunk_keys, options, chunk_args))
+        new, job_args = _job_args(ctx, queue, body)
+        ids.append(new)
+        chunk_args += job_args
+        if len(chunk_args) == 3 * ADD_CHUNK:
+            step.append(_add_call(ctx, keys, options, chunk_args))
+            chunk_args = []
+    if chunk_args:
+        step.append(_add_call(ctx, keys, options, chunk_args))
     if not step:
         return ids
     if maxlen and len(step) > 1:
@@ -204,6 +193,29 @@ def addjobs(
     if replicate and not async_:
         yield from _wait_replicas(replicate, seconds_to_ms(timeout, "timeout"))
     return ids
+
+
+@functools.lru_cache(maxsize=256)
+def _add_options(
+    delay: Duration, retry: Duration, ttl: Duration, maxlen: int | None, max_deliveries: int | None
+) -> tuple[int, int, int, int, int]:
+    """The checked options of addjob, as the script takes them (most calls
+    repeat the same few, hence the cache)."""
+    ttl_ms = seconds_to_ms(ttl, "ttl")
+    delay_ms = seconds_to_ms(delay, "delay")
+    if ttl_ms <= 0:
+        raise InvalidArgument(f"ttl must be at least 1 ms, not {ttl!r}")
+    if delay_ms >= ttl_ms:
+        raise InvalidArgument(
+            f"delay ({delay!r}) must be shorter than ttl ({ttl!r}): the job would expire first"
+        )
+    return (
+        maxlen or 0,
+        seconds_to_ms(retry, "retry"),
+        ttl_ms,
+        delay_ms,
+        _max_deliveries(max_deliveries),
+    )
 
 
 def _max_deliveries(value: int | None) -> int:
@@ -215,15 +227,11 @@ def _max_deliveries(value: int | None) -> int:
 
 
 def _add_call(
-    ctx: QueueContext,
-    keys: QueueKeys,
-    job_keys: list[str],
-    options: tuple[int, ...],
-    job_args: list[Any],
+    ctx: QueueContext, keys: QueueKeys, options: tuple[int, ...], job_args: list[Any]
 ) -> ScriptCall:
     return ScriptCall(
         ctx.script("addjob"),
-        (keys.ready, keys.delayed, keys.wake, keys.stats, *job_keys),
+        (keys.ready, keys.delayed, keys.wake, keys.stats, keys.jobs, keys.st),
         (*options, *job_args),
     )
 
@@ -265,9 +273,7 @@ def getjob(
         raise InvalidArgument(f"count must be a positive integer, not {count!r}")
     keysets = [ctx.keys(q) for q in queues]
     call = ScriptCall(
-        ctx.script("getjob"),
-        [key for keys in keysets for key in keys.all()],
-        (count, *(keys.job_prefix for keys in keysets)),
+        ctx.script("getjob"), [key for keys in keysets for key in keys.all()], (count,)
     )
     wait_keys = [keys.wake for keys in keysets]
     deadline = (
@@ -276,7 +282,7 @@ def getjob(
     while True:
         reply = yield from single(call)
         if len(reply) > 1:
-            return (yield from _decode_jobs(ctx, reply))
+            return (yield from _decode_jobs(ctx, queues, reply))
         remaining = ctx.wait_slice_s if deadline is None else deadline - time.monotonic()
         if nohang or remaining <= 0:
             return []
@@ -287,25 +293,32 @@ def getjob(
         yield [Command(("BLPOP", *wait_keys, round(slice_s, 3)))]
 
 
-def _decode_jobs(ctx: QueueContext, reply: Sequence[Any]) -> Op[list[Job]]:
+def split_record(record: bytes) -> tuple[str, bytes]:
+    """A stored job record's body format and body."""
+    head, _, body = record.partition(b"\n")
+    return head[: head.index(b" ")].decode(), body
+
+
+def _decode_jobs(ctx: QueueContext, queues: Sequence[str], reply: Sequence[Any]) -> Op[list[Job]]:
     jobs: list[Job] = []
     bad: list[tuple[str, int, CodecError]] = []
+    decode = ctx.codec.decode
     for i in range(1, len(reply), 6):
-        job_id = reply[i].decode()
-        delivery = int(reply[i + 3])
+        queue = queues[reply[i] - 1]
+        new = job_id(reply[i + 1], queue)
+        delivery = reply[i + 3]
+        fmt, data = split_record(reply[i + 2])
         try:
-            body = ctx.codec.decode(reply[i + 1].decode(), reply[i + 2], job_id)
+            body = decode(fmt, data, new)
         except CodecError as exc:
-            bad.append((job_id, delivery, exc))
+            bad.append((new, delivery, exc))
             continue
-        jobs.append(
-            Job(job_id, parse_id(job_id)[1], body, int(reply[i + 4]), int(reply[i + 5]), delivery)
-        )
+        jobs.append(Job(new, queue, body, reply[i + 4], reply[i + 5], delivery))
     if not bad:
         return jobs
     step: Step = []
-    for job_id, delivery, error in bad:
-        step += per_queue(ctx, "deadletter", [(job_id, delivery)], (f"undecodable body: {error}",))
+    for ref, delivery, error in bad:
+        step += per_queue(ctx, "deadletter", [(ref, delivery)], (f"undecodable body: {error}",))
     step += per_queue(ctx, "release", [(job.id, job.delivery) for job in jobs])
     yield step
     raise bad[0][2]
@@ -327,19 +340,14 @@ def per_queue(
     head: tuple[Any, ...] = (),
 ) -> Step:
     """One call of a multi-job script per queue, all in one step."""
-    groups: dict[str, tuple[list[str], list[Any]]] = {}
-    for job_id, token in jobs:
-        core, queue = parse_id(job_id)
-        keys, args = groups.setdefault(queue, ([], []))
-        keys.append(core)
-        args += (job_id, "" if token is None else token)
-    step: Step = []
-    for queue, (cores, args) in groups.items():
-        qkeys = ctx.keys(queue)
-        step.append(
-            ScriptCall(ctx.script(script), (*qkeys.all(), *map(qkeys.job, cores)), (*head, *args))
-        )
-    return step
+    groups: dict[str, list[Any]] = {}
+    for ref, token in jobs:
+        core, queue = parse_id(ref)
+        groups.setdefault(queue, []).extend((core_bytes(core), "" if token is None else token))
+    return [
+        ScriptCall(ctx.script(script), ctx.keys(queue).all(), (*head, *args))
+        for queue, args in groups.items()
+    ]
 
 
 def _count(
@@ -417,7 +425,7 @@ def enqueue(ctx: QueueContext, *jobs: JobRef) -> Op[int]:
     step = per_queue(ctx, "enqueue", refs)
     if not step:
         return 0
-    results = [Command(("DEL", ctx.keys(q).result(c))) for c, q in (parse_id(i) for i, _ in refs)]
+    results = [Command(("DEL", ctx.keys(q).result(c))) for c, q in (parse_id(r) for r, _ in refs)]
     replies = yield [*step, *results]
     return sum(int(r) for r in replies[: len(step)])
 
@@ -439,12 +447,11 @@ def working(ctx: QueueContext, job: JobRef) -> Op[float]:
         JobNotFound: no such job.
         LeaseLost: the job is not active (or, given a ``Job``, not under its delivery).
     """
-    job_id, token = _ref(job)
-    core, queue = parse_id(job_id)
-    keys = ctx.keys(queue)
+    ref, token = _ref(job)
+    core, queue = parse_id(ref)
     call = ScriptCall(
         ctx.script("working"),
-        (keys.leased, keys.job(core)),
-        (job_id, "" if token is None else token),
+        ctx.keys(queue).all(),
+        (core_bytes(core), "" if token is None else token, ref),
     )
     return int((yield from single(call))) / 1000

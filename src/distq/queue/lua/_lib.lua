@@ -1,104 +1,146 @@
--- Helpers shared by every queue script (prepended to each file at load time).
+-- Helpers shared by the queue scripts (prepended to the scripts that call them).
 --
--- A job is a hash at KEY = <ns>:{<queue>}:j:<core>, where the job id is
--- "D-<core>-<queue>" and <core> is 24 hex digits (time, sequence, origin).
--- Fields: b body, m meta "<fmt> <ctime_ms> <retry_ms> <ttl_ms> <delay_ms> <maxdel>",
--- s state (q queued, a active, d delayed, i idle, x dead), d deliveries (every
--- fetch, released ones included: strictly increasing, the fencing token),
--- u releases (fetches handed back uncounted), n nacks, a additional deliveries,
--- r dead-letter reason. The deliveries that count are d - u.
--- Every queue key and every job key of one queue share the hash tag {<queue>},
--- so each script touches one cluster slot. Job keys are formed here from the
--- queue's job-key prefix (passed in ARGV) because the ids popped from a list
--- are only known inside the script; they share the queue's slot.
+-- A job is known inside its queue by its core: the 12 bytes written as 24 hex
+-- digits in its id "D-<core>-<queue>" (6 bytes of milliseconds, 2 of sequence,
+-- 4 of origin). The lists and sorted sets of a queue hold cores, and three
+-- hashes of the queue, keyed by core, hold the jobs:
+--   jobs  "<fmt> <expires_ms> <retry_ms> <maxdel>\n<body>", written once
+--   st    "<state> <d> <u> <n> <a> <f> <delay_ms>", absent while a job is
+--         queued and was never fetched (the common case costs no entry)
+--   why   the dead-letter reason, or the last error of a task that is retried
+-- state: q queued, a active, d delayed, i idle, x dead. d: deliveries (every
+-- fetch, released ones included: strictly increasing, the fencing token);
+-- u: releases (fetches handed back uncounted); n: nacks; a: additional
+-- deliveries (leases that expired); f: failed attempts. The deliveries that
+-- count are d - u.
+-- A job expires at expires_ms (server time), whatever its state but dead: a
+-- script that meets an expired job deletes it.
+-- Every key of a queue shares the hash tag {<queue>}: each script touches one
+-- cluster slot.
 
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local function core_of(id)
-  -- "D-" .. 24 hex .. "-" .. queue
-  if string.sub(id, 1, 2) ~= 'D-' or string.sub(id, 27, 27) ~= '-' then return nil end
-  local core = string.sub(id, 3, 26)
-  if not string.match(core, '^%x+$') or #core ~= 24 then return nil end
-  return core
+-- The queue's keys, from KEYS[offset + 1 .. offset + 9] (QueueKeys.all()).
+local function queue_keys(offset)
+  return {ready = KEYS[offset + 1], leased = KEYS[offset + 2], delayed = KEYS[offset + 3],
+    dead = KEYS[offset + 4], wake = KEYS[offset + 5], stats = KEYS[offset + 6],
+    jobs = KEYS[offset + 7], st = KEYS[offset + 8], why = KEYS[offset + 9]}
 end
 
-local function split_meta(m)
-  local out = {}
-  for part in string.gmatch(m, '%S+') do out[#out + 1] = part end
-  return out
+-- The head of a job record: fmt, expires_ms, retry_ms, maxdel.
+local function record_head(record)
+  local nl = string.find(record, '\n', 1, true)
+  local fmt, expires, retry, maxdel =
+    string.match(string.sub(record, 1, nl - 1), '^(%S+) (%d+) (%d+) (%d+)$')
+  return fmt, tonumber(expires), tonumber(retry), tonumber(maxdel)
 end
 
--- meta fields: 1 fmt, 2 ctime_ms, 3 retry_ms, 4 ttl_ms, 5 delay_ms, 6 maxdel
-local function job_meta(jobkey)
-  local m = redis.call('HGET', jobkey, 'm')
-  if not m then return nil end
-  return split_meta(m)
+-- The state of a job that exists: a table with s, d, u, n, a, f, delay.
+local function state_of(Q, core)
+  local v = redis.call('HGET', Q.st, core)
+  if not v then return {s = 'q', d = 0, u = 0, n = 0, a = 0, f = 0, delay = 0} end
+  local s, d, u, n, a, f, delay =
+    string.match(v, '^(%a) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$')
+  return {s = s, d = tonumber(d), u = tonumber(u), n = tonumber(n), a = tonumber(a),
+    f = tonumber(f), delay = tonumber(delay)}
 end
 
-local function dead_letter(jobkey, id, dead, stats, reason, now)
-  redis.call('HSET', jobkey, 's', 'x', 'r', reason, 'rt', now)
-  redis.call('PERSIST', jobkey)
-  redis.call('RPUSH', dead, id)
-  redis.call('HINCRBY', stats, 'dead', 1)
+local function save_state(Q, core, t)
+  redis.call('HSET', Q.st, core,
+    t.s .. ' ' .. t.d .. ' ' .. t.u .. ' ' .. t.n .. ' ' .. t.a .. ' ' .. t.f .. ' ' .. t.delay)
 end
 
-local function wake(ready, wakekey)
-  if redis.call('LLEN', ready) > 0 and redis.call('LLEN', wakekey) == 0 then
-    redis.call('RPUSH', wakekey, 1)
+local function delete_job(Q, core)
+  redis.call('HDEL', Q.jobs, core)
+  redis.call('HDEL', Q.st, core)
+  redis.call('HDEL', Q.why, core)
+end
+
+-- The job's state when its token (a delivery number; '' = unfenced) matches.
+local function fenced_state(Q, core, token)
+  if redis.call('HEXISTS', Q.jobs, core) == 0 then return nil, false end
+  local t = state_of(Q, core)
+  return t, token == '' or tostring(t.d) == token
+end
+
+local function dead_letter(Q, core, t, reason)
+  t.s = 'x'
+  save_state(Q, core, t)
+  redis.call('HSET', Q.why, core, reason)
+  redis.call('RPUSH', Q.dead, core)
+  redis.call('HINCRBY', Q.stats, 'dead', 1)
+end
+
+local function wake(Q)
+  if redis.call('LLEN', Q.ready) > 0 and redis.call('LLEN', Q.wake) == 0 then
+    redis.call('RPUSH', Q.wake, 1)
   end
 end
 
--- The deliveries that count: every fetch (d) less the ones released (u).
-local function counted_deliveries(jobkey)
-  local f = redis.call('HMGET', jobkey, 'd', 'u')
-  return tonumber(f[1] or '0') - tonumber(f[2] or '0')
+-- The creation time (ms) written in a core's first 6 bytes.
+local function core_ms(core)
+  local ms = 0
+  for i = 1, 6 do ms = ms * 256 + string.byte(core, i) end
+  return ms
 end
 
 -- Put a job back at the head of its queue after a nack or a lost lease, or
 -- dead-letter it when it has been delivered max-deliveries times.
-local function bounce(jobkey, id, ready, dead, stats, counter, why, now)
-  redis.call('HINCRBY', jobkey, counter, 1)
-  local meta = job_meta(jobkey)
-  local maxdel = tonumber(meta[6])
-  local delivered = counted_deliveries(jobkey)
+local function bounce(Q, core, t, counter, why)
+  t[counter] = t[counter] + 1
+  local _, _, _, maxdel = record_head(redis.call('HGET', Q.jobs, core))
+  local delivered = t.d - t.u
   if maxdel > 0 and delivered >= maxdel then
-    dead_letter(jobkey, id, dead, stats,
-      why .. ' after ' .. delivered .. ' deliveries (max_deliveries=' .. maxdel .. ')', now)
+    dead_letter(Q, core, t,
+      why .. ' after ' .. delivered .. ' deliveries (max_deliveries=' .. maxdel .. ')')
     return 'x'
   end
-  redis.call('HSET', jobkey, 's', 'q')
-  redis.call('LPUSH', ready, id)
+  t.s = 'q'
+  save_state(Q, core, t)
+  redis.call('LPUSH', Q.ready, core)
   return 'q'
+end
+
+-- Whether a job's record says it has expired (it is deleted then).
+local function expired(Q, core, now)
+  local record = redis.call('HGET', Q.jobs, core)
+  if not record then return true end
+  local _, expires = record_head(record)
+  if expires > 0 and expires <= now then
+    delete_job(Q, core)
+    return true
+  end
+  return false
 end
 
 -- Move due delayed jobs and expired leases back into the ready list.
 -- Returns the earliest future due time (ms) among both sets, or -1.
-local function requeue_due(ready, leased, delayed, dead, stats, prefix, now)
-  local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1000)
-  for _, id in ipairs(due) do
-    redis.call('ZREM', delayed, id)
-    local core = core_of(id)
-    if core and redis.call('EXISTS', prefix .. core) == 1 then
-      redis.call('HSET', prefix .. core, 's', 'q')
-      redis.call('RPUSH', ready, id)
+local function requeue_due(Q, now)
+  local due = redis.call('ZRANGEBYSCORE', Q.delayed, '-inf', now, 'LIMIT', 0, 1000)
+  for _, core in ipairs(due) do
+    redis.call('ZREM', Q.delayed, core)
+    if not expired(Q, core, now) then
+      local t = state_of(Q, core)
+      t.s = 'q'
+      save_state(Q, core, t)
+      redis.call('RPUSH', Q.ready, core)
     end
   end
-  local expired = redis.call('ZRANGEBYSCORE', leased, '-inf', now, 'LIMIT', 0, 1000)
+  local lost = redis.call('ZRANGEBYSCORE', Q.leased, '-inf', now, 'LIMIT', 0, 1000)
   -- Each goes back to the head of the queue: walk them last first, so that
   -- they keep their order (the first leased ends up first).
-  for i = #expired, 1, -1 do
-    local id = expired[i]
-    redis.call('ZREM', leased, id)
-    local core = core_of(id)
-    if core and redis.call('EXISTS', prefix .. core) == 1 then
-      bounce(prefix .. core, id, ready, dead, stats, 'a', 'lease expired', now)
+  for i = #lost, 1, -1 do
+    local core = lost[i]
+    redis.call('ZREM', Q.leased, core)
+    if not expired(Q, core, now) then
+      bounce(Q, core, state_of(Q, core), 'a', 'lease expired')
     end
   end
   local nextdue = -1
-  for _, key in ipairs({delayed, leased}) do
+  for _, key in ipairs({Q.delayed, Q.leased}) do
     local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
     if first[2] then
       local at = tonumber(first[2])

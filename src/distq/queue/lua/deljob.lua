@@ -1,18 +1,18 @@
 -- deljob: delete jobs wherever they are (ready, leased, delayed, dead, idle).
--- KEYS: 1 ready, 2 leased, 3 delayed, 4 dead, 5 wake, 6 stats, 7.. job keys
--- ARGV: per job: id, token (ignored)
+-- KEYS: the 9 keys of QueueKeys.all()
+-- ARGV: per job: core, token (ignored)
 -- Reply: the number of jobs deleted.
+local Q = queue_keys(0)
 local count = 0
-for i = 7, #KEYS do
-  local jobkey = KEYS[i]
-  local id = ARGV[(i - 7) * 2 + 1]
-  local state = redis.call('HGET', jobkey, 's')
-  if state then
-    if state == 'q' then redis.call('LREM', KEYS[1], 1, id) end
-    if state == 'x' then redis.call('LREM', KEYS[4], 1, id) end
-    redis.call('ZREM', KEYS[2], id)
-    redis.call('ZREM', KEYS[3], id)
-    redis.call('DEL', jobkey)
+for i = 1, #ARGV, 2 do
+  local core = ARGV[i]
+  local t = fenced_state(Q, core, '')
+  if t then
+    if t.s == 'q' then redis.call('LREM', Q.ready, 1, core) end
+    if t.s == 'x' then redis.call('LREM', Q.dead, 1, core) end
+    redis.call('ZREM', Q.leased, core)
+    redis.call('ZREM', Q.delayed, core)
+    delete_job(Q, core)
     count = count + 1
   end
 end

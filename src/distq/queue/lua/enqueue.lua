@@ -1,27 +1,37 @@
 -- enqueue: put jobs into the ready list now, whatever their state (delayed,
 -- active, dequeued, dead); jobs already queued are left alone. A dead job
--- starts afresh: its reason and its count of failed attempts are cleared.
--- KEYS: 1 ready, 2 leased, 3 delayed, 4 dead, 5 wake, 6 stats, 7.. job keys
--- ARGV: per job: id, token (ignored)
+-- starts afresh: its reason and its count of failed attempts are cleared, and
+-- it lives its time to live again from now.
+-- KEYS: the 9 keys of QueueKeys.all()
+-- ARGV: per job: core, token (ignored)
 -- Reply: the number of jobs queued.
+local Q = queue_keys(0)
+local now = now_ms()
 local count = 0
-for i = 7, #KEYS do
-  local jobkey = KEYS[i]
-  local id = ARGV[(i - 7) * 2 + 1]
-  local state = redis.call('HGET', jobkey, 's')
-  if state and state ~= 'q' then
-    redis.call('ZREM', KEYS[2], id)
-    redis.call('ZREM', KEYS[3], id)
-    if state == 'x' then
-      redis.call('LREM', KEYS[4], 1, id)
-      redis.call('HDEL', jobkey, 'r', 'rt', 'f', 'e')
-      local meta = split_meta(redis.call('HGET', jobkey, 'm'))
-      if tonumber(meta[4]) > 0 then redis.call('PEXPIRE', jobkey, meta[4]) end
+for i = 1, #ARGV, 2 do
+  local core = ARGV[i]
+  local t = fenced_state(Q, core, '')
+  if t and t.s ~= 'q' then
+    redis.call('ZREM', Q.leased, core)
+    redis.call('ZREM', Q.delayed, core)
+    if t.s == 'x' then
+      redis.call('LREM', Q.dead, 1, core)
+      redis.call('HDEL', Q.why, core)
+      t.f = 0
+      local record = redis.call('HGET', Q.jobs, core)
+      local fmt, expires, retry, maxdel = record_head(record)
+      if expires > 0 then
+        local ttl = math.max(1000, expires - core_ms(core))
+        local body = string.sub(record, string.find(record, '\n', 1, true) + 1)
+        redis.call('HSET', Q.jobs, core,
+          fmt .. ' ' .. (now + ttl) .. ' ' .. retry .. ' ' .. maxdel .. '\n' .. body)
+      end
     end
-    redis.call('HSET', jobkey, 's', 'q')
-    redis.call('RPUSH', KEYS[1], id)
+    t.s = 'q'
+    save_state(Q, core, t)
+    redis.call('RPUSH', Q.ready, core)
     count = count + 1
   end
 end
-wake(KEYS[1], KEYS[5])
+wake(Q)
 return count

@@ -1,11 +1,16 @@
 -- show: everything known about one job.
--- KEYS: 1 job key, 2 leased, 3 delayed
--- ARGV: 1 id
--- Reply: {} for an unknown job, else { now_ms, pttl_ms, lease_deadline_ms|false,
---   due_ms|false, field1, value1, … } (the job hash's fields)
-local fields = redis.call('HGETALL', KEYS[1])
-if #fields == 0 then return {} end
-local out = {now_ms(), redis.call('PTTL', KEYS[1]),
-  redis.call('ZSCORE', KEYS[2], ARGV[1]), redis.call('ZSCORE', KEYS[3], ARGV[1])}
-for _, v in ipairs(fields) do out[#out + 1] = v end
-return out
+-- KEYS: the 9 keys of QueueKeys.all()
+-- ARGV: 1 core
+-- Reply: {} for an unknown (or expired) job, else { now_ms, record, state,
+--   reason, lease_deadline_ms|false, due_ms|false } where state is the st
+--   entry ("" for a job queued and never fetched) and reason the why entry.
+local Q = queue_keys(0)
+local core = ARGV[1]
+local record = redis.call('HGET', Q.jobs, core)
+if not record then return {} end
+local now = now_ms()
+local state = redis.call('HGET', Q.st, core) or ''
+local _, expires = record_head(record)
+if expires > 0 and expires <= now and string.sub(state, 1, 1) ~= 'x' then return {} end
+return {now, record, state, redis.call('HGET', Q.why, core) or '',
+  redis.call('ZSCORE', Q.leased, core), redis.call('ZSCORE', Q.delayed, core)}
