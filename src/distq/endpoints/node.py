@@ -205,9 +205,11 @@ class _Actor:
                     log.info("actor %s restarting (supervised)", self.ref.actor)
                     time.sleep(0.1)
         finally:
-            self._flush_acks()
-            self.stopped.set()
-            self.node._actor_stopped(self)
+            try:
+                self._flush_acks()
+                self.node._actor_stopped(self)  # its name released, its watchers told
+            finally:
+                self.stopped.set()  # only now: a stopping node may exit right after
 
     def _run_behaviour(self) -> None:
         behaviour = self.behaviour

@@ -8,7 +8,9 @@ touches one slot::
     <ns>:{<queue>}:leased    zset    cores of fetched jobs → lease deadline (ms)
     <ns>:{<queue>}:delayed   zset    cores of delayed jobs → due time (ms)
     <ns>:{<queue>}:dead      list    cores of dead-lettered jobs, oldest first
-    <ns>:{<queue>}:wake      list    a token that wakes one blocked fetcher
+    <ns>:{<queue>}:wake      list    a token that wakes one blocked fetcher, after
+                                     any job handed off to one ("<core><record>")
+    <ns>:{<queue>}:waiting   zset    fetchers blocked on the wake list → until (ms)
     <ns>:{<queue>}:stats     hash    counters: in, out, acked, dead
     <ns>:{<queue>}:jobs      hash    core → the job: options and body, written once
     <ns>:{<queue>}:st        hash    core → state and counters (none while the
@@ -116,6 +118,7 @@ class QueueKeys:
         "result_prefix",
         "st",
         "stats",
+        "waiting",
         "wake",
         "why",
     )
@@ -132,10 +135,11 @@ class QueueKeys:
         self.jobs = base + "jobs"
         self.st = base + "st"
         self.why = base + "why"
+        self.waiting = base + "waiting"
         self.result_prefix = base + "r:"
 
     def all(self) -> tuple[str, ...]:
-        """The nine queue keys in the order the scripts take them."""
+        """The ten queue keys in the order the scripts take them."""
         return (
             self.ready,
             self.leased,
@@ -146,6 +150,20 @@ class QueueKeys:
             self.jobs,
             self.st,
             self.why,
+            self.waiting,
+        )
+
+    def add_keys(self) -> tuple[str, ...]:
+        """The keys of the addjob script, in its order."""
+        return (
+            self.ready,
+            self.delayed,
+            self.wake,
+            self.stats,
+            self.jobs,
+            self.st,
+            self.leased,
+            self.waiting,
         )
 
     def result(self, core: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import secrets
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,10 @@ DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024
 ADD_CHUNK = 500
 #: Longest single blocking wait; a longer getjob timeout is sliced.
 MAX_WAIT_SLICE_S = 2.0
+
+#: Length of a job's core as the scripts know it (wake tokens are shorter,
+#: jobs handed off on a wake list longer).
+_CORE_BYTES = 12
 
 Duration = float | int | timedelta
 JobRef = str | Job
@@ -231,7 +236,7 @@ def _add_call(
 ) -> ScriptCall:
     return ScriptCall(
         ctx.script("addjob"),
-        (keys.ready, keys.delayed, keys.wake, keys.stats, keys.jobs, keys.st),
+        keys.add_keys(),
         (*options, *job_args),
     )
 
@@ -272,25 +277,33 @@ def getjob(
     if not isinstance(count, int) or count < 1:
         raise InvalidArgument(f"count must be a positive integer, not {count!r}")
     keysets = [ctx.keys(q) for q in queues]
-    call = ScriptCall(
-        ctx.script("getjob"), [key for keys in keysets for key in keys.all()], (count,)
-    )
+    all_keys = [key for keys in keysets for key in keys.all()]
     wait_keys = [keys.wake for keys in keysets]
+    fetcher = secrets.token_bytes(8)
     deadline = (
         None if timeout is None else time.monotonic() + seconds_to_ms(timeout, "timeout") / 1000
     )
     while True:
-        reply = yield from single(call)
+        remaining = ctx.wait_slice_s if deadline is None else deadline - time.monotonic()
+        block_ms = 0 if nohang else round(max(0.0, min(remaining, ctx.wait_slice_s)) * 1000)
+        reply = yield from single(
+            ScriptCall(ctx.script("getjob"), all_keys, (count, fetcher, block_ms))
+        )
         if len(reply) > 1:
             return (yield from _decode_jobs(ctx, queues, reply))
-        remaining = ctx.wait_slice_s if deadline is None else deadline - time.monotonic()
-        if nohang or remaining <= 0:
+        if block_ms <= 0:
             return []
-        slice_s = min(remaining, ctx.wait_slice_s)
+        slice_s = block_ms / 1000
         next_due_ms = int(reply[0])
         if next_due_ms >= 0:
             slice_s = min(slice_s, max(next_due_ms, 1) / 1000)
-        yield [Command(("BLPOP", *wait_keys, round(slice_s, 3)))]
+        [popped] = yield [Command(("BLPOP", *wait_keys, round(slice_s, 3)))]
+        if popped is not None and len(popped[1]) > _CORE_BYTES:
+            # A job handed off by addjob: already leased to us, in its first delivery.
+            key, handed = popped
+            index = wait_keys.index(key.decode()) + 1
+            handoff = [-1, index, handed[:_CORE_BYTES], handed[_CORE_BYTES:], 1, 0, 0]
+            return (yield from _decode_jobs(ctx, queues, handoff))
 
 
 def split_record(record: bytes) -> tuple[str, bytes]:

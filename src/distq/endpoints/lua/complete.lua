@@ -1,5 +1,5 @@
 -- complete: a task finished: store its result and acknowledge its job, in one step.
--- KEYS: 1-9 the queue's keys (QueueKeys.all()), 10 result key
+-- KEYS: 1-10 the queue's keys (QueueKeys.all()), 11 result key
 -- ARGV: 1 core, 2 token (the delivery that ran it), 3 stored result, 4 result ttl ms (0: keep none)
 -- Reply: 1 done; 0 when the job is gone or was delivered again since (a stale,
 --   duplicate run: its result is refused, the current delivery's will count).
@@ -17,8 +17,8 @@ redis.call('HDEL', KEYS[8], core)
 redis.call('HDEL', KEYS[9], core)
 redis.call('HINCRBY', KEYS[6], 'acked', 1)
 if tonumber(ARGV[4]) > 0 then
-  redis.call('DEL', KEYS[10])
-  redis.call('RPUSH', KEYS[10], ARGV[3])
-  redis.call('PEXPIRE', KEYS[10], ARGV[4])
+  redis.call('DEL', KEYS[11])
+  redis.call('RPUSH', KEYS[11], ARGV[3])
+  redis.call('PEXPIRE', KEYS[11], ARGV[4])
 end
 return 1

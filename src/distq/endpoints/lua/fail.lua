@@ -1,6 +1,6 @@
 -- fail: a task raised. Retry it after a delay, or, when its retries are used
 -- up (or it must not be retried), dead-letter it and store the failure as its result.
--- KEYS: 1-9 the queue's keys (QueueKeys.all()), 10 result key
+-- KEYS: 1-10 the queue's keys (QueueKeys.all()), 11 result key
 -- ARGV: 1 core, 2 token, 3 backoff ms (first retry), 4 backoff cap ms,
 --       5 jitter factor in [0.5, 1] (drawn by the caller), 6 retries allowed,
 --       7 error text, 8 stored failure result, 9 result ttl ms (0: keep none)
@@ -22,9 +22,9 @@ if t.f > tonumber(ARGV[6]) then
   if tonumber(ARGV[6]) > 0 then reason = 'failed after ' .. t.f .. ' attempts: ' .. ARGV[7] end
   dead_letter(Q, core, t, reason)
   if tonumber(ARGV[9]) > 0 then
-    redis.call('DEL', KEYS[10])
-    redis.call('RPUSH', KEYS[10], ARGV[8])
-    redis.call('PEXPIRE', KEYS[10], ARGV[9])
+    redis.call('DEL', KEYS[11])
+    redis.call('RPUSH', KEYS[11], ARGV[8])
+    redis.call('PEXPIRE', KEYS[11], ARGV[9])
   end
   return -1
 end

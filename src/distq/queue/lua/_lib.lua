@@ -15,6 +15,8 @@
 -- count are d - u.
 -- A job expires at expires_ms (server time), whatever its state but dead: a
 -- script that meets an expired job deletes it.
+-- A job handed off (see addjob) waits on the wake list as "<core><record>",
+-- active in its first delivery, until a fetcher takes it.
 -- Every key of a queue shares the hash tag {<queue>}: each script touches one
 -- cluster slot.
 
@@ -23,11 +25,12 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- The queue's keys, from KEYS[offset + 1 .. offset + 9] (QueueKeys.all()).
+-- The queue's keys, from KEYS[offset + 1 .. offset + 10] (QueueKeys.all()).
 local function queue_keys(offset)
   return {ready = KEYS[offset + 1], leased = KEYS[offset + 2], delayed = KEYS[offset + 3],
     dead = KEYS[offset + 4], wake = KEYS[offset + 5], stats = KEYS[offset + 6],
-    jobs = KEYS[offset + 7], st = KEYS[offset + 8], why = KEYS[offset + 9]}
+    jobs = KEYS[offset + 7], st = KEYS[offset + 8], why = KEYS[offset + 9],
+    waiting = KEYS[offset + 10]}
 end
 
 -- The head of a job record: fmt, expires_ms, retry_ms, maxdel.
@@ -59,6 +62,16 @@ local function delete_job(Q, core)
   redis.call('HDEL', Q.why, core)
 end
 
+-- Take a job off the wake list if it was handed off there and nobody took it
+-- yet; whether it was there. Scripts that end a job's first delivery call it
+-- (ack, nack, release, dead-letter, enqueue, delete), so no fetcher is handed
+-- a job that is no longer active.
+local function unhand(Q, core, t)
+  if t.s ~= 'a' or t.d ~= 1 or redis.call('LLEN', Q.wake) == 0 then return false end
+  local record = redis.call('HGET', Q.jobs, core)
+  return record ~= false and redis.call('LREM', Q.wake, 1, core .. record) == 1
+end
+
 -- The job's state when its token (a delivery number; '' = unfenced) matches.
 local function fenced_state(Q, core, token)
   if redis.call('HEXISTS', Q.jobs, core) == 0 then return nil, false end
@@ -74,9 +87,12 @@ local function dead_letter(Q, core, t, reason)
   redis.call('HINCRBY', Q.stats, 'dead', 1)
 end
 
+-- Push a wake token when jobs are ready and no token waits (tokens come last,
+-- after any job handed off).
 local function wake(Q)
-  if redis.call('LLEN', Q.ready) > 0 and redis.call('LLEN', Q.wake) == 0 then
-    redis.call('RPUSH', Q.wake, 1)
+  if redis.call('LLEN', Q.ready) > 0 then
+    local last = redis.call('LINDEX', Q.wake, -1)
+    if not last or #last > 12 then redis.call('RPUSH', Q.wake, 1) end
   end
 end
 
@@ -136,7 +152,16 @@ local function requeue_due(Q, now)
     local core = lost[i]
     redis.call('ZREM', Q.leased, core)
     if not expired(Q, core, now) then
-      bounce(Q, core, state_of(Q, core), 'a', 'lease expired')
+      local t = state_of(Q, core)
+      if unhand(Q, core, t) then
+        -- handed off, never taken: back as if never delivered
+        t.u = t.u + 1
+        t.s = 'q'
+        save_state(Q, core, t)
+        redis.call('LPUSH', Q.ready, core)
+      else
+        bounce(Q, core, t, 'a', 'lease expired')
+      end
     end
   end
   local nextdue = -1

@@ -1,5 +1,5 @@
 -- ackjob: acknowledge jobs of one queue: they are done, delete them.
--- KEYS: the 9 keys of QueueKeys.all()
+-- KEYS: the 10 keys of QueueKeys.all()
 -- ARGV: per job: core, token ('' = unfenced; else the delivery number the
 --       caller was given: an ack from an older delivery is refused as stale)
 -- Reply: { acked, stale }
@@ -11,6 +11,7 @@ for i = 1, #ARGV, 2 do
   if t and not fresh then
     stale = stale + 1
   elseif t then
+    unhand(Q, core, t)
     redis.call('ZREM', Q.leased, core)
     redis.call('ZREM', Q.delayed, core)
     if t.s == 'x' then redis.call('LREM', Q.dead, 1, core) end

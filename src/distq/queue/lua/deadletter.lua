@@ -1,7 +1,7 @@
 -- deadletter: move jobs to the queue's dead letters, keeping the reason.
 -- Used for jobs that cannot be run (a body that does not decode, an unknown
 -- task): they are kept, never dropped, and can be enqueued again by hand.
--- KEYS: the 9 keys of QueueKeys.all()
+-- KEYS: the 10 keys of QueueKeys.all()
 -- ARGV: 1 reason, then per job: core, token ('' = unfenced)
 -- Reply: the number of jobs moved.
 local Q = queue_keys(0)
@@ -10,6 +10,7 @@ for i = 2, #ARGV, 2 do
   local core = ARGV[i]
   local t, fresh = fenced_state(Q, core, ARGV[i + 1])
   if t and fresh and t.s ~= 'x' then
+    unhand(Q, core, t)
     redis.call('ZREM', Q.leased, core)
     redis.call('ZREM', Q.delayed, core)
     if t.s == 'q' then redis.call('LREM', Q.ready, 1, core) end

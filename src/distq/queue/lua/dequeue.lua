@@ -1,6 +1,6 @@
 -- dequeue: take queued jobs out of the ready list; they stay stored (idle)
 -- until enqueued again, deleted, or their TTL passes.
--- KEYS: the 9 keys of QueueKeys.all()
+-- KEYS: the 10 keys of QueueKeys.all()
 -- ARGV: per job: core, token (ignored)
 -- Reply: the number of jobs dequeued.
 local Q = queue_keys(0)

@@ -2,7 +2,7 @@
 -- active, dequeued, dead); jobs already queued are left alone. A dead job
 -- starts afresh: its reason and its count of failed attempts are cleared, and
 -- it lives its time to live again from now.
--- KEYS: the 9 keys of QueueKeys.all()
+-- KEYS: the 10 keys of QueueKeys.all()
 -- ARGV: per job: core, token (ignored)
 -- Reply: the number of jobs queued.
 local Q = queue_keys(0)
@@ -12,6 +12,7 @@ for i = 1, #ARGV, 2 do
   local core = ARGV[i]
   local t = fenced_state(Q, core, '')
   if t and t.s ~= 'q' then
+    unhand(Q, core, t)
     redis.call('ZREM', Q.leased, core)
     redis.call('ZREM', Q.delayed, core)
     if t.s == 'x' then

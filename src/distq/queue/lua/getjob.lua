@@ -1,11 +1,14 @@
 -- getjob: lease up to COUNT jobs from one or more queues, first queue first.
--- KEYS: per queue, the 9 keys of QueueKeys.all()
--- ARGV: 1 count
+-- KEYS: per queue, the 10 keys of QueueKeys.all()
+-- ARGV: 1 count, 2 the fetcher's id, 3 ms it will block on the wake lists if
+--       nothing comes (0: it will not): it is registered in the queues'
+--       waiting sets until then, so that addjob hands it a job directly.
 -- Reply: { next_due_ms (-1 = none), queue_index1, core1, record1, delivery1, nacks1,
 --   additional1, … }: next_due_ms is how soon (ms) a delayed job or an expired
 --   lease of these queues becomes ready, so a blocked client knows when to
 --   look again; each job comes as its queue's index (1-based) and core, its
 --   record as stored ("<fmt> … \n<body>"), and its counters.
+-- Jobs handed off on a wake list (see addjob) come first: they are the oldest.
 -- Also requeues due delayed jobs and expired leases of these queues; an entry
 -- of a ready list that is not a core is dead-lettered as a new job holding
 -- the raw bytes, with the reason; a job that expired (TTL) is deleted, not
@@ -14,10 +17,31 @@ local count = tonumber(ARGV[1])
 local now = now_ms()
 local out = {-1}
 local nextdue = -1
-for q = 1, #KEYS / 9 do
-  local Q = queue_keys((q - 1) * 9)
+local fetcher, block = ARGV[2], tonumber(ARGV[3])
+local nqueues = #KEYS / 10
+for q = 1, nqueues do
+  local Q = queue_keys((q - 1) * 10)
+  redis.call('ZREM', Q.waiting, fetcher)
   local due = requeue_due(Q, now)
   if due >= 0 and (nextdue < 0 or due < nextdue) then nextdue = due end
+  while count > 0 do
+    local handed = redis.call('LINDEX', Q.wake, 0)
+    if not handed or #handed <= 12 then break end
+    redis.call('LPOP', Q.wake)
+    local core = string.sub(handed, 1, 12)
+    if redis.call('HGET', Q.st, core) == 'a 1 0 0 0 0 0' then
+      local record = string.sub(handed, 13)
+      local _, _, retry = record_head(record)
+      redis.call('ZADD', Q.leased, now + retry, core)
+      out[#out + 1] = q
+      out[#out + 1] = core
+      out[#out + 1] = record
+      out[#out + 1] = 1
+      out[#out + 1] = 0
+      out[#out + 1] = 0
+      count = count - 1
+    end
+  end
   local taken = 0
   while count > 0 do
     local core = redis.call('LPOP', Q.ready)
@@ -61,6 +85,13 @@ for q = 1, #KEYS / 9 do
   if taken > 0 then
     redis.call('HINCRBY', Q.stats, 'out', taken)
     wake(Q)
+  end
+end
+if #out == 1 and block > 0 then
+  for q = 1, nqueues do
+    local waiting = KEYS[(q - 1) * 10 + 10]
+    redis.call('ZREMRANGEBYSCORE', waiting, '-inf', now)
+    redis.call('ZADD', waiting, now + block, fetcher)
   end
 end
 out[1] = nextdue

@@ -1,5 +1,5 @@
 -- jscan: one step of a scan over the jobs of one queue.
--- KEYS: the 9 keys of QueueKeys.all()
+-- KEYS: the 10 keys of QueueKeys.all()
 -- ARGV: 1 cursor, 2 count (a hint, as HSCAN's), 3 the state wanted ('' = any)
 -- Reply: { next_cursor, core1, core2, … }
 local Q = queue_keys(0)

@@ -1,7 +1,7 @@
 -- qpeek: look at jobs of a list (the ready list or the dead letters) without
 -- leasing them. A positive count looks from the oldest, a negative one from
 -- the newest (newest first); a count of 0 looks at nothing.
--- KEYS: the 9 keys of QueueKeys.all()
+-- KEYS: the 10 keys of QueueKeys.all()
 -- ARGV: 1 count, 2 which list: "ready" or "dead"
 -- Reply: { core1, record1, delivery1 (d), nacks1, additional1, reason1, … }
 local Q = queue_keys(0)

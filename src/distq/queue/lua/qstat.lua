@@ -1,6 +1,6 @@
 -- qstat: the state of one queue (and requeue its due delayed jobs and expired
 -- leases first, so the figures are current).
--- KEYS: the 9 keys of QueueKeys.all()
+-- KEYS: the 10 keys of QueueKeys.all()
 -- Reply: { now_ms, len, leased, delayed, dead, oldest_ctime_ms|-1, stat1, value1, … }
 local Q = queue_keys(0)
 local now = now_ms()

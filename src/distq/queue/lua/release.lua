@@ -3,7 +3,7 @@
 -- could not be decoded). The release is counted in u, so the fetch does not
 -- count as a delivery (d - u) nor towards max-deliveries; d itself is never
 -- lowered, so the next fetch gets a new, higher delivery number (fencing token).
--- KEYS: the 9 keys of QueueKeys.all()
+-- KEYS: the 10 keys of QueueKeys.all()
 -- ARGV: per job: core, token ('' = unfenced)
 -- Reply: the number of jobs released.
 local Q = queue_keys(0)
@@ -12,6 +12,7 @@ for i = #ARGV - 1, 1, -2 do
   local core = ARGV[i]
   local t, fresh = fenced_state(Q, core, ARGV[i + 1])
   if t and fresh and t.s == 'a' then
+    unhand(Q, core, t)
     redis.call('ZREM', Q.leased, core)
     t.u = t.u + 1
     t.s = 'q'

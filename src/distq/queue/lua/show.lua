@@ -1,5 +1,5 @@
 -- show: everything known about one job.
--- KEYS: the 9 keys of QueueKeys.all()
+-- KEYS: the 10 keys of QueueKeys.all()
 -- ARGV: 1 core
 -- Reply: {} for an unknown (or expired) job, else { now_ms, record, state,
 --   reason, lease_deadline_ms|false, due_ms|false } where state is the st

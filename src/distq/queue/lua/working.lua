@@ -1,6 +1,6 @@
 -- working: the caller is still working on a leased job: extend its lease by
 -- its retry time, counted from now.
--- KEYS: the 9 keys of QueueKeys.all()
+-- KEYS: the 10 keys of QueueKeys.all()
 -- ARGV: 1 core, 2 token ('' = unfenced), 3 id (for the error messages)
 -- Reply: the retry time in ms (0 for an at-most-once job, which has no lease).
 -- Errors: "NOJOB …" for an unknown job; "LEASELOST …" when the job is not
