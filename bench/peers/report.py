@@ -435,6 +435,50 @@ def section_targets(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+#: What distq changed to reach its targets, and what each change bought, measured
+#: on the machine of these figures one change at a time (submit-and-wait and
+#: one-call enqueue by a small harness like the runner's, medians of 3 series).
+OPTIMISATIONS = [
+    "Each change was found by profiling (cProfile of the producer, `INFO commandstats` "
+    "of the server) and measured before and after on this machine:",
+    "",
+    "- **Requests go straight to the socket.** distq's connection packs each request with "
+    "hiredis and writes and reads it on a per-thread redis-py `Connection`, instead of "
+    "calling `Redis.execute_command`, whose per-call pool checkout, callbacks and "
+    "instrumentation cost about as much as the loopback round trip. One `addjob` call: "
+    "136 → 85 µs; submit-and-wait p50 1.20 → 0.87 ms; bulk enqueue 29,000 → 36,000 jobs/s.",
+    "- **One hash entry per job instead of a hash key per job.** A queue keeps its jobs in "
+    "a hash of the queue keyed by the id's 12 bytes (options and body written once, the "
+    "state in a second hash only once the job has moved), and its lists hold those 12 "
+    "bytes instead of the id. Server memory per queued call: 512 → 228 bytes; the "
+    "`addjob` script does 5 commands instead of 8; bulk enqueue 36,000 → 55,000 jobs/s.",
+    "- **Hand-off to a blocked worker.** A fetcher that is about to block registers; "
+    "`addjob` on an idle queue with a registered fetcher leases the job at once and pushes "
+    "it on the wake list the fetcher's `BLPOP` waits on, so the reply of the blocking "
+    "command is the job itself and the woken worker saves the round trip of the claim "
+    "script. Submit-and-wait p50 0.87 → 0.54 ms, p99 1.33 → 0.86 ms.",
+    "- **An idle worker blocks one round trip sooner.** The fetch that follows a batch "
+    "travels with the batch's results and, when nothing is there, registers the worker "
+    "and goes straight to its `BLPOP` (before: results and a non-blocking fetch, then "
+    "the fetch script again, then `BLPOP`). Submit-and-wait with a no-op task that does "
+    "one `INCR`: p50 0.89 → 0.63 ms, p99 1.72 → 0.87 ms.",
+    "- **One script call per batch of results.** A worker stores the results of a "
+    "fetched batch and acknowledges its jobs with one `complete` call per queue instead "
+    "of one per job.",
+    "- **Less Python per call.** One JSON encoder and one decoder for every body (not "
+    "one per `json.dumps`/`json.loads` call with options), queue keys and checked "
+    "`addjob` options made once per queue and option set, a short path for "
+    "single-request round trips. `delay()` per call: 0.72× → about 0.9× of raw "
+    "redis-py's `RPUSH` rate.",
+    "- **Earlier:** results and acknowledgements travel with the next fetch in one "
+    "pipelined round trip; the supervisor learns which job runs from shared memory "
+    "instead of two messages per job; scripts load in the same round trip as their "
+    "first call; the shared Lua helpers are prepended only to scripts that call them "
+    "(defining them costs every call), and the hottest scripts (`addjob`, `complete`) "
+    "use none.",
+]
+
+
 def section_configs(data: dict[str, Any]) -> list[str]:
     out = ["| library | versions | worker configuration (2 processes) |", "|---|---|---|"]
     for lib, r in data["libs"].items():
@@ -500,6 +544,10 @@ def page(data: dict[str, Any], charts: dict[str, str], out_name: str = "benchmar
         "redis-py baseline for one-call enqueue).",
         "",
         *section_targets(data),
+        "",
+        "### How distq gets there",
+        "",
+        *OPTIMISATIONS,
         "",
         "## Machine and method",
         "",

@@ -61,10 +61,13 @@ class BodyCodec:
             (without it, references decode as ``{"$ref": [node, actor]}``).
     """
 
-    __slots__ = ("_encode_value", "make_ref", "name", "value_format")
+    __slots__ = ("_encode_value", "_json_decode", "make_ref", "name", "value_format")
 
     def __init__(self, name: str = "json", make_ref: MakeRef | None = None) -> None:
         self.make_ref = make_ref
+        # One decoder for every call (json.loads with an object_hook builds one each time).
+        hook = self._json_ref if make_ref else None
+        self._json_decode = json.JSONDecoder(object_hook=hook).decode
         if name == "json":
             self.value_format = Format.JSON
             self._encode_value = _json_encode
@@ -100,7 +103,7 @@ class BodyCodec:
             if fmt == Format.TEXT:
                 return data.decode()
             if fmt == Format.JSON:
-                return json.loads(data, object_hook=self._json_ref if self.make_ref else None)
+                return self._json_decode(data.decode())
             if fmt == Format.MSGPACK:
                 return _msgpack().unpackb(
                     data, raw=False, strict_map_key=False, ext_hook=self._msgpack_ref

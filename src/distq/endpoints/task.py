@@ -255,17 +255,24 @@ def wait_result(ctx: QueueContext, job_id: str, timeout: Duration | None) -> Op[
 # What workers call ------------------------------------------------------------
 
 
-def complete(
-    ctx: QueueContext, job_id: str, token: int, options: TaskOptions, stored: bytes
-) -> ScriptCall:
-    """The request that stores a result and acknowledges its job (fenced by ``token``)."""
-    core, queue = parse_id(job_id)
-    keys = ctx.keys(queue)
-    return ScriptCall(
-        SCRIPTS["complete"],
-        (*keys.all(), keys.result(core)),
-        (core_bytes(core), token, stored, round(options.result_ttl * 1000)),
-    )
+#: A finished call to report: its id, the delivery that ran it, its options and
+#: its stored result.
+Completion = tuple[str, int, TaskOptions, bytes]
+
+
+def complete(ctx: QueueContext, done: Iterable[Completion]) -> list[ScriptCall]:
+    """The requests that store results and acknowledge their jobs (each fenced by
+    its delivery): one script call per queue, for a whole batch."""
+    groups: dict[str, tuple[list[str], list[Any]]] = {}
+    for job_id, token, options, stored in done:
+        core, queue = parse_id(job_id)
+        keys, args = groups.setdefault(queue, ([], []))
+        keys.append(ctx.keys(queue).result(core))
+        args += (core_bytes(core), token, stored, round(options.result_ttl * 1000))
+    return [
+        ScriptCall(SCRIPTS["complete"], (*ctx.keys(queue).all(), *keys), args)
+        for queue, (keys, args) in groups.items()
+    ]
 
 
 def fail(

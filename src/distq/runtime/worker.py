@@ -32,7 +32,7 @@ from distq.codec.result import encode_error, encode_value
 from distq.connection.ops import Command, Op, Request, Step
 from distq.endpoints.app import App
 from distq.endpoints.service import Service, native_done, native_failed, request_digest
-from distq.endpoints.task import Task, complete, fail
+from distq.endpoints.task import Completion, Task, complete, fail
 from distq.errors import CodecError, DistqError, InvalidArgument, RemoteError, SoftTimeLimit
 from distq.queue import ops as queue_ops
 from distq.queue.job import Job
@@ -119,6 +119,8 @@ class _Outcome:
     job: Job
     requests: list[Request] = field(default_factory=list)
     dead_reason: str | None = None
+    #: A task's result, stored with the job's acknowledgement (batched per queue).
+    completed: Completion | None = None
 
 
 @dataclass(slots=True)
@@ -195,13 +197,20 @@ class Worker:
         ctx = self.app.context
         # Task calls come by the batch; service requests one at a time, so a
         # slow computation never holds other requests back from other processes.
-        fetches = [
-            queue_ops.getjob(ctx, *queues, count=n, nohang=True)
+        sources = [
+            (queues, n)
             for queues, n in ((self._task_queues, count), (self._service_queues, 1))
             if queues
         ]
+        if len(sources) == 1 and timeout > 0:
+            # One fetch: it may block right away (its first step travels with the
+            # outcomes; then it waits on the wake lists, where a job may be handed to it).
+            [(queues, n)] = sources
+            fetches = [queue_ops.getjob(ctx, *queues, count=n, timeout=timeout)]
+        else:
+            fetches = [queue_ops.getjob(ctx, *qs, count=n, nohang=True) for qs, n in sources]
         jobs: list[Job] = [job for batch in self._send_with(fetches) for job in batch]
-        if not jobs and timeout > 0:
+        if not jobs and timeout > 0 and len(sources) > 1:
             jobs = self.app.client.run(
                 queue_ops.getjob(ctx, *self.queues, count=1, timeout=timeout)
             )
@@ -481,7 +490,7 @@ def _succeeded(app: App, job: Job, task: Task[Any, Any], value: Any) -> _Outcome
     except CodecError as exc:
         error = RemoteError("distq.CodecError", f"the result cannot be encoded: {exc}")
         return _failure(app, job, task, error, retry=False)
-    return _Outcome(job, [complete(app.context, job.id, job.delivery, task.options, stored)])
+    return _Outcome(job, completed=(job.id, job.delivery, task.options, stored))
 
 
 def _failed(app: App, job: Job, task: Task[Any, Any], exc: BaseException) -> _Outcome:
@@ -509,7 +518,8 @@ def _failure(
 def _settle(app: App, outcomes: list[_Outcome]) -> list[Op[Any]]:
     """The ops that tell the server every outcome of a batch (one round trip)."""
     ops: list[Op[Any]] = []
-    step: Step = [request for o in outcomes for request in o.requests]
+    step: Step = [*complete(app.context, [o.completed for o in outcomes if o.completed])]
+    step += [request for o in outcomes for request in o.requests]
     if step:
         ops.append(_requests(step))
     for outcome in outcomes:
