@@ -308,11 +308,11 @@ class SyncConnection(_Base):
 
     def _connection(self) -> Any:
         local = self._local
-        if getattr(local, "pid", None) != os.getpid():
+        if getattr(local, "generation", None) != _fork_generation:
             # Each thread (and, after a fork, each child) has a connection of
             # its own, opened on its first send; close() disconnects them all.
             local.conn = self.redis.connection_pool.make_connection()
-            local.pid = os.getpid()
+            local.generation = _fork_generation
             self._connections.add(local.conn)
         return local.conn
 
@@ -346,6 +346,19 @@ class SyncConnection(_Base):
 def _pack(commands: list[tuple[Any, ...]]) -> bytes:
     """The wire bytes of commands (hiredis packs each in one call)."""
     return b"".join(map(pack_command, commands))
+
+
+#: Raised in a child after each fork, so that it opens connections of its own
+#: (cheaper to check on every request than os.getpid(), a system call).
+_fork_generation = 0
+
+
+def _forked() -> None:
+    global _fork_generation
+    _fork_generation += 1
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def _read(conn: Any) -> Any:

@@ -109,6 +109,7 @@ class QueueKeys:
     """The keys of one queue in one namespace."""
 
     __slots__ = (
+        "add_keys",
         "dead",
         "delayed",
         "jobs",
@@ -136,6 +137,17 @@ class QueueKeys:
         self.st = base + "st"
         self.why = base + "why"
         self.waiting = base + "waiting"
+        #: The keys of the addjob script, in its order.
+        self.add_keys = (
+            self.ready,
+            self.delayed,
+            self.wake,
+            self.stats,
+            self.jobs,
+            self.st,
+            self.leased,
+            self.waiting,
+        )
         self.result_prefix = base + "r:"
 
     def all(self) -> tuple[str, ...]:
@@ -153,18 +165,6 @@ class QueueKeys:
             self.waiting,
         )
 
-    def add_keys(self) -> tuple[str, ...]:
-        """The keys of the addjob script, in its order."""
-        return (
-            self.ready,
-            self.delayed,
-            self.wake,
-            self.stats,
-            self.jobs,
-            self.st,
-            self.leased,
-            self.waiting,
-        )
 
     def result(self, core: str) -> str:
         """The key of the stored result of the job with this core."""

@@ -236,7 +236,7 @@ def _add_call(
 ) -> ScriptCall:
     return ScriptCall(
         ctx.script("addjob"),
-        keys.add_keys(),
+        keys.add_keys,
         (*options, *job_args),
     )
 

@@ -28,7 +28,8 @@ local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local head = ' ' .. (now + tonumber(ARGV[3])) .. ' ' .. ARGV[2] .. ' ' .. ARGV[5] .. '\n'
 local retry = tonumber(ARGV[2])
-local handoff = delay == 0 and retry > 0 and redis.call('LLEN', KEYS[3]) == 0
+local last = redis.call('LINDEX', KEYS[3], -1)  -- the wake list's last entry
+local handoff = not last and delay == 0 and retry > 0
   and redis.call('LLEN', KEYS[1]) == 0 and redis.call('ZCOUNT', KEYS[8], now, '+inf') > 0
 local created = 0
 for i = 6, #ARGV, 3 do
@@ -42,7 +43,8 @@ for i = 6, #ARGV, 3 do
       handoff = false
       redis.call('HSET', KEYS[6], core, 'a 1 0 0 0 0 0')
       redis.call('ZADD', KEYS[7], now + retry, core)
-      redis.call('RPUSH', KEYS[3], core .. record)
+      last = core .. record
+      redis.call('RPUSH', KEYS[3], last)
       redis.call('HINCRBY', KEYS[4], 'out', 1)
     else
       redis.call('RPUSH', KEYS[1], core)
@@ -55,7 +57,6 @@ if created > 0 then
   -- Wake a blocked fetcher unless a token waits already (tokens come last, after
   -- any hand-off); for delayed jobs too: it runs getjob again and learns the
   -- new, nearer due time.
-  local last = redis.call('LINDEX', KEYS[3], -1)
   if not last or (#last > 12 and redis.call('LLEN', KEYS[1]) > 0) then
     redis.call('RPUSH', KEYS[3], 1)
   end
