@@ -564,7 +564,9 @@ def page(data: dict[str, Any], charts: dict[str, str], out_name: str = "benchmar
         "whole run, `FLUSHALL` between workloads.",
         f"- **Command**: `{meta['command']}` (from the repository root; `make bench-peers` "
         "creates `.venv-bench`, installs `bench/peers/requirements.txt` and distq itself "
-        "with `pip install -e .`, then runs `.venv-bench/bin/python bench/peers/run.py`).",
+        "with `pip install -e .`, then runs `.venv-bench/bin/python bench/peers/run.py`, "
+        "which first byte-compiles distq's sources, as pip does for an installed package "
+        "like the peers).",
         f"- **Repetitions**: each figure is measured {p['reps']} time(s); tables give the "
         "median and the min–max; ⚠ marks a noisy row, whose (max − min) / median is above "
         f"{NOISY:.2f}."

@@ -270,10 +270,22 @@ def measure(libs: list[str], params: dict[str, Any], logs: Path | None) -> dict[
     }
 
 
+def compile_distq() -> None:
+    """Byte-compile distq's sources, as pip does for an installed package (the peers
+    are installed packages): the benchmark environment installs distq editable,
+    and with PYTHONDONTWRITEBYTECODE set every worker start would compile it again."""
+    import compileall
+
+    import distq
+
+    compileall.compile_dir(Path(distq.__file__).parent, quiet=1)
+
+
 def main() -> None:
     args, params, libs = parse_args()
     started = time.monotonic()
     load_start = os.getloadavg()[0]
+    compile_distq()
     measured = measure(libs, params, args.logs)
     command = os.environ.get("BENCH_COMMAND") or shlex.join(
         [".venv-bench/bin/python", "bench/peers/run.py", *sys.argv[1:]]
