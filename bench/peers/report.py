@@ -346,6 +346,37 @@ def section_roundtrip(data: dict[str, Any], charts: dict[str, str]) -> list[str]
     return [*lines, "", *_errors_note(p50), "", *charts_md(charts, "roundtrip")]
 
 
+#: distq-only latencies (rows ``<key>_p50`` and ``<key>_p99``) and what each measures.
+DISTQ_ONLY = [
+    ("service_get", "cached service `get`",
+     "`extras.get(\"bench.echo\", \"hello\")` on a value a worker computed once and "
+     "cached: one round trip, no worker involved"),
+    ("actor_call", "actor `call`",
+     "`extras.call(ref, \"hello\")` to an actor on a `distq node` in another process, "
+     "which replies with the message"),
+]
+
+
+def section_distq_only(data: dict[str, Any]) -> list[str]:
+    lines = ["| figure | p50 ms (median) | min–max | p99 ms (median) | min–max | what |",
+             "|---|---:|---:|---:|---:|---|"]
+    errors: list[Figure] = []
+    for key, title, what in DISTQ_ONLY:
+        p50 = next((f for f in figures(data, f"{key}_p50") if f.lib == "distq"), None)
+        p99 = next((f for f in figures(data, f"{key}_p99") if f.lib == "distq"), None)
+        if p50 is None or p99 is None:
+            lines.append(f"| {title} | not measured | | | | {what} |")
+            continue
+        errors += [p50]
+        (m50, s50), (m99, s99) = cell(p50), cell(p99)
+        lines.append(f"| {title} | {m50} | {s50} | {m99} | {s99} | {what} |")
+    return [*lines, "", *_errors_note(errors),
+            f"{data['meta']['params']['roundtrips']:,} calls in sequence per series, after "
+            "the round trips of the drain's workers; the service's value is served by a "
+            "`distq worker` of its own (`-c 1`) and the actor by a `distq node`, both "
+            "started for these series and stopped by process group."]
+
+
 def section_memory(data: dict[str, Any], charts: dict[str, str]) -> list[str]:
     figs = figures(data, "memory")
     lines = ["| library | bytes per queued job (median) | min–max |", "|---|---:|---:|"]
@@ -617,10 +648,7 @@ def page(data: dict[str, Any], charts: dict[str, str], out_name: str = "benchmar
     lines += [
         "## distq only: services and actors",
         "",
-        "| figure | p50 | p99 |",
-        "|---|---|---|",
-        "| cached service `get` latency | n/a (not built yet) | n/a (not built yet) |",
-        "| actor `call` latency | n/a (not built yet) | n/a (not built yet) |",
+        *section_distq_only(data),
         "",
         "## Scaling: distq's drain rate as the work grows",
         "",

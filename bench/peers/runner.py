@@ -55,6 +55,8 @@ POLL_S = 0.005  # how often the done counter is read during a drain
 CHECK_EVERY = 20  # polls between checks that the workers are still alive
 ROUNDTRIP_TIMEOUT_S = 10.0  # bound on one round trip
 ROUNDTRIP_CHUNK = 50  # round trips between checks of the workload bound
+#: the library-only latencies a peer may measure (Peer.latencies), p50 and p99 each
+EXTRA_FIGURES = ("service_get", "actor_call")
 STOP_GRACE_S = 3.0  # SIGTERM to SIGKILL
 PROCESSES = 2
 SCALING_PROCESSES = (1, 4)  # 2 is the main drain
@@ -354,6 +356,28 @@ class Bench:
             for key in ("roundtrip_p50", "roundtrip_p99"):
                 self.rec.error(key, config, "ms", describe(exc))
 
+    def extra_latencies(self, config: str) -> None:
+        """The library-only latencies (distq: a cached service get, an actor call), with
+        the processes they need running; each as p50 and p99 rows."""
+        commands = self.peer.extra_commands()
+        if not commands:
+            return
+        extra = Workers(commands, f"{self.peer.name}-extra", self.args.logs, self.args.pgids)
+        try:
+            found = self.peer.latencies(self.args.roundtrips, ROUNDTRIP_TIMEOUT_S)
+            extra.check()
+            for figure, times in found.items():
+                cuts = statistics.quantiles(times, n=100, method="inclusive")
+                self.rec.add(f"{figure}_p50", config, "ms", cuts[49] * 1000)
+                self.rec.add(f"{figure}_p99", config, "ms", cuts[98] * 1000)
+        except Exception as exc:
+            traceback.print_exc()
+            for figure in EXTRA_FIGURES:
+                for cut in ("p50", "p99"):
+                    self.rec.error(f"{figure}_{cut}", config, "ms", describe(exc))
+        finally:
+            extra.stop()
+
     def rep(self) -> None:
         """One repetition of every workload of this library."""
         peer = self.peer
@@ -374,7 +398,9 @@ class Bench:
                 continue
             self.drain(
                 config, keep, PROCESSES, ("drain", "drain_steady", "drain_first"),
-                then=lambda workers, config=config: self.roundtrip(config, workers),
+                then=lambda workers, config=config: (
+                    self.roundtrip(config, workers), self.extra_latencies(config)
+                ),
             )
         self.flush()
 

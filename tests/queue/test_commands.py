@@ -206,7 +206,7 @@ def test_jscan_and_qscan(client: Any, queue: str) -> None:
 
 def test_hello_and_info(client: Any, engine: Any) -> None:
     hello = client.hello()
-    assert hello["version"] == 1 and hello["server"] == engine.name and hello["node_id"]
+    assert hello["version"] == 2 and hello["server"] == engine.name and hello["node_id"]
     info = client.info("memory")
     assert isinstance(info["used_memory"], int)
 

@@ -80,6 +80,15 @@ class Peer:
         """``n`` sequential submit-and-wait-for-result calls: their times in seconds."""
         raise NotImplementedError
 
+    def extra_commands(self) -> list[list[str]]:
+        """Processes the library-only figures of :meth:`latencies` need (started
+        after the round trips, stopped by process group like the workers)."""
+        return []
+
+    def latencies(self, n: int, timeout: float) -> dict[str, list[float]]:
+        """Figures only this library has: ``{figure: times of n sequential calls}``."""
+        return {}
+
     def close(self) -> None:
         """Close the client's connections."""
 

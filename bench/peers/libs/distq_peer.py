@@ -6,6 +6,8 @@ The app and its no-op task (imported by the workers), and the client side.
 from __future__ import annotations
 
 import os
+import time
+from typing import Any
 
 import distq
 from libs.base import PY, Config, Peer, timed
@@ -21,6 +23,25 @@ app = distq.App(url(), queue=QUEUE)
 def noop(body: str) -> None:
     """The no-op job: only counts itself."""
     mark_done()
+
+
+# What distq alone has: a cached service and an actor, on an app of their own so
+# that the drain's workers serve the task queue only.
+extras = distq.App(url())
+
+
+@extras.service("bench.echo", ttl=3600)
+def echo(value: str) -> str:
+    """A cached service: computed once by a worker, then read from the cache."""
+    return value
+
+
+@extras.actor("bench-echo")
+class Echo:
+    """An actor on a node of its own: answers every call with the message."""
+
+    def receive(self, message: Any) -> Any:
+        return message
 
 
 class DistqPeer(Peer):
@@ -40,8 +61,30 @@ class DistqPeer(Peer):
     def roundtrips(self, n: int, body: str, timeout: float) -> list[float]:
         return timed(n, lambda: noop.delay(body).get(timeout=timeout))
 
+    def extra_commands(self) -> list[list[str]]:
+        base = [PY, "-m", "distq", "--url", url()]
+        return [
+            [*base, "worker", "libs.distq_peer:extras", "-c", "1"],
+            [*base, "node", "libs.distq_peer:extras"],
+        ]
+
+    def latencies(self, n: int, timeout: float) -> dict[str, list[float]]:
+        deadline = time.monotonic() + 30  # both extra processes up before timing anything
+        while (ref := extras.whereis("bench-echo")) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the node did not register bench-echo within 30 s")
+            time.sleep(0.05)
+        extras.forget("bench.echo", "hello")
+        extras.get("bench.echo", "hello", timeout=timeout)  # computed once, then cached
+        timed(20, lambda: extras.get("bench.echo", "hello", timeout=timeout))
+        service = timed(n, lambda: extras.get("bench.echo", "hello", timeout=timeout))
+        timed(20, lambda: extras.call(ref, "warm", timeout=timeout))
+        actor = timed(n, lambda: extras.call(ref, "hello", timeout=timeout))
+        return {"service_get": service, "actor_call": actor}
+
     def close(self) -> None:
         app.close()
+        extras.close()
 
 
 PEER = DistqPeer(

@@ -254,7 +254,7 @@ def hello(ctx: QueueContext) -> Op[dict[str, Any]]:
     server = yield from info(ctx, "server")
     name = "valkey" if "valkey_version" in server else "redis"
     return {
-        "version": 1,
+        "version": 2,  # the storage layout of docs/protocol.md
         "node_id": server.get("run_id"),
         "server": name,
         "server_version": server.get("valkey_version", server.get("redis_version")),
