@@ -4,6 +4,8 @@ delivered once, in their first delivery, and never lost when the fetcher is gone
 from __future__ import annotations
 
 import secrets
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -145,3 +147,50 @@ def test_a_burst_reaches_every_blocked_fetcher(make_client: Any, queue: str) -> 
         thread.join(10)
     assert time.monotonic() - started < 2
     assert sorted(job.id for batch in got for job in batch) == sorted(ids)
+
+
+def test_a_fetcher_killed_after_taking_a_handoff_loses_nothing(
+    url: str, namespace: str, make_client: Any, queue: str
+) -> None:
+    """A real process blocked in getjob gets the job from its BLPOP, then is
+    SIGKILLed before acknowledging: the lease brings the job back as delivery 2."""
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time, distq\n"
+            "client = distq.connect(sys.argv[1], namespace=sys.argv[2])\n"
+            "[job] = client.getjob(sys.argv[3], timeout=30)\n"
+            "print(job.id, job.delivery, flush=True)\n"
+            "time.sleep(60)\n",
+            url,
+            namespace,
+            queue,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        producer = make_client()
+        waiting = QueueContext(namespace=namespace).keys(queue).waiting
+        deadline = time.monotonic() + 15
+        while not producer.run(single(Command(("ZCARD", waiting)))):
+            assert time.monotonic() < deadline and child.poll() is None, "never waited"
+            time.sleep(0.01)
+        job_id = producer.addjob(queue, "precious", retry=1)
+        assert child.stdout is not None
+        assert child.stdout.readline().split() == [job_id, "1"]
+        assert producer.show(job_id)["state"] == "active"
+    finally:
+        child.kill()  # SIGKILL: no ack, no release
+        child.wait(10)
+        if child.stdout is not None:
+            child.stdout.close()
+    [again] = producer.getjob(queue, timeout=10)
+    assert (again.id, again.body, again.delivery, again.additional_deliveries) == (
+        job_id,
+        "precious",
+        2,
+        1,
+    )
+    assert producer.ackjob(again) == 1

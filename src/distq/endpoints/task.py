@@ -22,7 +22,7 @@ from distq.connection.scripts import load_scripts
 from distq.errors import InvalidArgument, JobNotFound, RemoteError, Timeout
 from distq.queue import ops as queue_ops
 from distq.queue.job import JobState
-from distq.queue.keys import QueueKeys, core_bytes, parse_id
+from distq.queue.keys import core_bytes, parse_id
 from distq.queue.ops import Duration, QueueContext, seconds_to_ms
 
 if TYPE_CHECKING:
@@ -193,30 +193,14 @@ def task_status(ctx: QueueContext, job_id: str) -> Op[str]:
     """The status of a call (see :meth:`TaskHandle.status`)."""
     core, queue = parse_id(job_id)
     keys = ctx.keys(queue)
-    stored, *state = yield [Command(("LINDEX", keys.result(core), 0)), *_state_requests(keys, core)]
+    stored, state, exists, _reason = yield [
+        Command(("LINDEX", keys.result(core), 0)),
+        *queue_ops.state_requests(keys, core),
+    ]
     if stored is not None:
         return "failed" if result_failed(stored) else "succeeded"
-    code, _reason = _state(*state)
+    code = queue_ops.state_letter(state, exists)
     return "unknown" if code is None else JobState.from_code(code).value
-
-
-def _state_requests(keys: QueueKeys, core: str) -> list[Command]:
-    """What tells a job's state: its state entry, whether it exists, its reason."""
-    raw = core_bytes(core)
-    return [
-        Command(("HGET", keys.st, raw)),
-        Command(("HEXISTS", keys.jobs, raw)),
-        Command(("HGET", keys.why, raw)),
-    ]
-
-
-def _state(
-    state: bytes | None, exists: int, reason: bytes | None
-) -> tuple[str | None, bytes | None]:
-    """The state letter (``None``: no such job) and the reason, from :func:`_state_requests`."""
-    if state is not None:
-        return state[:1].decode(), reason
-    return ("q" if exists else None), reason
 
 
 def wait_result(ctx: QueueContext, job_id: str, timeout: Duration | None) -> Op[Any]:
@@ -237,13 +221,13 @@ def wait_result(ctx: QueueContext, job_id: str, timeout: Duration | None) -> Op[
         )
         if stored is not None:
             return decode_result(ctx.codec, stored, job_id)
-        stored, *raw_state = yield [
+        stored, raw_state, exists, reason = yield [
             Command(("LINDEX", result_key, 0)),
-            *_state_requests(keys, core),
+            *queue_ops.state_requests(keys, core),
         ]
         if stored is not None:
             return decode_result(ctx.codec, stored, job_id)
-        state, reason = _state(*raw_state)
+        state = queue_ops.state_letter(raw_state, exists)
         if state == "x":
             raise RemoteError("DeadLetter", (reason or b"dead-lettered").decode(errors="replace"))
         if state is None:

@@ -8,7 +8,7 @@ from distq.connection.ops import Command, Op, ScriptCall, single
 from distq.errors import CodecError, InvalidArgument
 from distq.queue.job import Job, JobState
 from distq.queue.keys import QueueKeys, core_bytes, job_id, parse_id, validate_queue
-from distq.queue.ops import QueueContext, split_record
+from distq.queue.ops import FRESH_STATE, QueueContext, split_record
 
 __all__ = [
     "deadletters",
@@ -116,7 +116,7 @@ def show(ctx: QueueContext, job_id: str) -> Op[dict[str, Any] | None]:
     now_ms, record, state, reason, lease, due = reply
     fmt, data = split_record(record)
     _fmt, expires, retry, maxdel = record.partition(b"\n")[0].split()
-    fields = (state or b"q 0 0 0 0 0 0").split()
+    fields = (state or FRESH_STATE).split()
     code = fields[0].decode()
     delivered, released, nacks, additional, _failed, delay = map(int, fields[1:])
     try:

@@ -312,6 +312,29 @@ def split_record(record: bytes) -> tuple[str, bytes]:
     return head[: head.index(b" ")].decode(), body
 
 
+#: The state entry of a job queued and never fetched (none is stored for it).
+FRESH_STATE = b"q 0 0 0 0 0 0"
+
+
+def state_requests(keys: QueueKeys, core: str) -> list[Command]:
+    """What tells a job's state without a script: its state entry, whether it
+    exists, and its reason (read back with :func:`state_letter`)."""
+    raw = core_bytes(core)
+    return [
+        Command(("HGET", keys.st, raw)),
+        Command(("HEXISTS", keys.jobs, raw)),
+        Command(("HGET", keys.why, raw)),
+    ]
+
+
+def state_letter(state: bytes | None, exists: int) -> str | None:
+    """The state letter from the first two replies of :func:`state_requests`
+    (``None``: no such job)."""
+    if state is not None:
+        return state[:1].decode()
+    return "q" if exists else None
+
+
 def _decode_jobs(ctx: QueueContext, queues: Sequence[str], reply: Sequence[Any]) -> Op[list[Job]]:
     jobs: list[Job] = []
     bad: list[tuple[str, int, CodecError]] = []
