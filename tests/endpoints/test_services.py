@@ -17,7 +17,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
@@ -37,33 +37,9 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 services_app: ModuleType = importlib.import_module("services_app")
-
-
-@pytest.fixture
-def app(url: str, namespace: str) -> Iterator[App]:
-    """``services_app.app``, pointed at this test's server and namespace."""
-    the_app: App = services_app.point_app(url, namespace)
-    try:
-        yield the_app
-    finally:
-        the_app.close()
-
-
-@pytest.fixture
-def procs(url: str, namespace: str, tmp_path: Path, app: App) -> Iterator[AppProcesses]:
-    """Starts ``distq worker|serve services_app:app`` processes; stops them by PID."""
-    with services_app.launcher(url, namespace, tmp_path) as started:
-        yield started
-
-
-@pytest.fixture
-def raw(url: str) -> Iterator[redis.Redis]:
-    """A plain redis-py client: plays the Tcl side with raw commands."""
-    client = redis.Redis.from_url(url, socket_timeout=15, decode_responses=True)
-    try:
-        yield client
-    finally:
-        client.close()
+# The fixtures app, procs and raw, shared with the other tests of services_app.
+fixtures: ModuleType = importlib.import_module("services_fixtures")
+app, procs, raw = fixtures.app, fixtures.procs, fixtures.raw
 
 
 def runs(name: str, *args: Any) -> list[int]:

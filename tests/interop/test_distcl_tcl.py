@@ -41,6 +41,9 @@ ENDPOINTS = HERE.parent / "endpoints"
 if str(ENDPOINTS) not in sys.path:
     sys.path.insert(0, str(ENDPOINTS))
 services_app: ModuleType = importlib.import_module("services_app")
+# The fixtures app, procs and raw, shared with the other tests of services_app.
+fixtures: ModuleType = importlib.import_module("services_fixtures")
+app, procs, raw = fixtures.app, fixtures.procs, fixtures.raw
 
 #: Preamble of every Tcl script: the shim, DisTcl, and a connection to the server.
 PREAMBLE = r"""
@@ -169,30 +172,6 @@ def tcl(url: str, tmp_path: Path) -> Iterator[Tcl]:
         yield runner
     finally:
         runner.stop_all()
-
-
-@pytest.fixture
-def app(url: str, namespace: str) -> Iterator[App]:
-    the_app: App = services_app.point_app(url, namespace)
-    try:
-        yield the_app
-    finally:
-        the_app.close()
-
-
-@pytest.fixture
-def procs(url: str, namespace: str, tmp_path: Path, app: App) -> Iterator[AppProcesses]:
-    with services_app.launcher(url, namespace, tmp_path) as started:
-        yield started
-
-
-@pytest.fixture
-def raw(url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(url, socket_timeout=15, decode_responses=True)
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def runs(name: str, *args: Any) -> int:
