@@ -165,7 +165,6 @@ class QueueKeys:
             self.waiting,
         )
 
-
     def result(self, core: str) -> str:
         """The key of the stored result of the job with this core."""
         return self.result_prefix + core
