@@ -49,10 +49,16 @@ def test_a_blocked_fetcher_gets_the_job_from_its_blpop(
     assert (shown["state"], shown["deliveries"]) == ("active", 1)
     assert shown["next_requeue_within"] is not None
     assert _wake_list(producer, queue) == []
+    # The fetcher was served: its registration went with the hand-off, so a job
+    # added while it is busy is queued, not handed to it (it could then overtake an
+    # earlier job nacked back to the head of the queue).
+    later = producer.addjob(queue, "later")
+    assert producer.show(later)["state"] == "queued"
+    producer.deljob(later)
     assert client.ackjob(job) == 1
     assert producer.show(job_id) is None
     stat = producer.qstat(queue)
-    assert (stat["jobs_in"], stat["jobs_out"], stat["acked"], stat["leased"]) == (1, 1, 1, 0)
+    assert (stat["jobs_in"], stat["jobs_out"], stat["acked"], stat["leased"]) == (2, 1, 1, 0)
 
 
 def test_without_a_waiting_fetcher_jobs_are_queued(client: Any, queue: str) -> None:

@@ -41,6 +41,11 @@ for i = 6, #ARGV, 3 do
       redis.call('ZADD', KEYS[2], now + delay, core)
     elseif handoff then
       handoff = false
+      -- The waiting fetcher is served: its registration goes (a fetcher busy with
+      -- this job must not be handed the next one, which could then overtake an
+      -- earlier job that comes back to the head of the queue).
+      redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', '(' .. now)
+      redis.call('ZPOPMIN', KEYS[8])
       redis.call('HSET', KEYS[6], core, 'a 1 0 0 0 0 0')
       redis.call('ZADD', KEYS[7], now + retry, core)
       last = core .. record
