@@ -20,6 +20,7 @@ import pytest
 
 from distq.errors import CodecError, RemoteError, WorkerLost
 from distq.pool import Stop, process_name, start
+from distq.runtime.pool import NOTE_BYTES, Done, Pool, note
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -58,6 +59,13 @@ def killed(how: str) -> None:
     if how == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     os._exit(3)
+
+
+def noted_then_killed(notes: list[str]) -> None:
+    """Publish each note in turn (one too long withdraws the last), then die."""
+    for text in notes:
+        note(b"x" * (NOTE_BYTES + 1) if text == "too long" else text.encode())
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 # Helpers ----------------------------------------------------------------------------
@@ -224,6 +232,34 @@ def test_a_worker_that_dies_arrives_as_worker_lost() -> None:
     assert isinstance(results["kill"], WorkerLost) and "SIGKILL" in str(results["kill"])
     assert isinstance(results["exit"], WorkerLost) and "exit code 3" in str(results["exit"])
     assert [results[n] for n in (1, 2, 3)] == [2, 4, 6]
+
+
+@pytest.mark.parametrize(
+    ("notes", "expected"),
+    [
+        ([], None),
+        (["held a", "held a b"], b"held a b"),
+        (["", "held c"], b"held c"),
+        (["held a"], b"held a"),
+        (["held a", "too long"], None),
+        (["held a", "too long", "held d"], b"held d"),
+        (["held " + "e" * (NOTE_BYTES - 5)], b"held " + b"e" * (NOTE_BYTES - 5)),
+    ],
+)
+def test_a_dead_process_leaves_its_last_note(notes: list[str], expected: bytes | None) -> None:
+    with Pool(1) as pool:
+        pid = pool.submit(noted_then_killed, notes)
+        deadline = time.monotonic() + 20
+        events: list[Any] = []
+        while not events and time.monotonic() < deadline:
+            events = [e for e in pool.wait(1.0) if isinstance(e, Done)]
+    [done] = events
+    assert done.pid == pid and isinstance(done.result, WorkerLost)
+    assert done.note == expected
+
+
+def test_note_outside_a_worker_process_publishes_nothing() -> None:
+    assert note(b"anything") is False
 
 
 # SIGINT -------------------------------------------------------------------------------

@@ -10,7 +10,11 @@ function that cannot be referenced that way — a lambda, a closure — runs in 
 child forked for that one job, which inherits it.
 
 Children report back through :func:`report` (progress, heartbeats); the parent
-sees those as :class:`Message` events. A child that dies mid-job yields a
+sees those as :class:`Message` events. What the parent needs only should a
+child die — which job it was running, what it held — goes on the pool's
+shared memory instead, where publishing costs no system call and wakes no
+one: a few integers on the *board* (:func:`board`) and a byte string, the
+*note* (:func:`note`). A child that dies mid-job yields a
 :class:`Done` event whose result is a :class:`~distq.errors.WorkerLost`.
 
 Children ignore SIGINT (the parent decides what an interrupt means) and treat
@@ -40,9 +44,11 @@ __all__ = [
     "BOARD_SLOTS",
     "Done",
     "Message",
+    "NOTE_BYTES",
     "Pool",
     "board",
     "in_worker_process",
+    "note",
     "process_name",
     "report",
     "stopping",
@@ -53,6 +59,12 @@ log = logging.getLogger(__name__)
 Logger = Callable[..., None]
 #: Integers each worker process may publish on the pool's shared board.
 BOARD_SLOTS = 4
+#: The longest note a worker process may publish (bytes).
+NOTE_BYTES = 16384
+#: A note area: the current half (8 bytes), then two halves of (length, bytes).
+_NOTE_HALF = 8 + NOTE_BYTES
+_NOTE_AREA = 8 + 2 * _NOTE_HALF
+_WORD = struct.Struct("=q")
 _HEADER = struct.Struct(">I")
 _REF = struct.Struct(">H")
 _codec = BodyCodec()
@@ -70,13 +82,15 @@ def _decode(data: bytes) -> Any:
 @dataclass(slots=True)
 class Done:
     """A job finished: its result, or the error it ended with (and, for a
-    process that died, what it last published on the shared board)."""
+    process that died, what it last published on the shared board and its
+    note)."""
 
     pid: int
     job: Any
     result: Any
     seconds: float
     board: list[int] = field(default_factory=list)
+    note: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -95,6 +109,7 @@ class _ChildState:
     stopping = False
     name: Any = None
     board: memoryview | None = None
+    note: memoryview | None = None
 
 
 _child = _ChildState()
@@ -116,6 +131,31 @@ def board() -> memoryview | None:
     integers the parent reads at any time (``Pool.board_of``) without a
     message. None outside a pool's worker process."""
     return _child.board
+
+
+def note(data: bytes) -> bool:
+    """Publish ``data`` as this worker process's note, replacing the last one:
+    the parent reads it (``Done.note``) only if the process dies. Written to
+    shared memory, so it costs no system call; a process killed while writing
+    leaves the previous note whole.
+
+    Returns False, and withdraws the last note, when ``data`` is longer than
+    ``NOTE_BYTES`` (send it with :func:`report` then) or outside a pool's
+    worker process.
+    """
+    area = _child.note
+    if area is None:
+        return False
+    current = _WORD.unpack_from(area, 0)[0]
+    if len(data) > NOTE_BYTES:
+        _WORD.pack_into(area, 8 + current * _NOTE_HALF, -1)
+        return False
+    other = 1 - current
+    start = 8 + other * _NOTE_HALF
+    _WORD.pack_into(area, start, len(data))
+    area[start + 8 : start + 8 + len(data)] = data
+    _WORD.pack_into(area, 0, other)  # one aligned word: the switch is whole or not at all
+    return True
 
 
 def in_worker_process() -> bool:
@@ -240,6 +280,7 @@ class Pool:
         # Shared anonymous memory, inherited by every fork: one slot per process.
         # (Twice the workers: a process that answered stays until its exit is seen.)
         self._board = mmap.mmap(-1, 2 * workers * BOARD_SLOTS * 8)
+        self._notes = mmap.mmap(-1, 2 * workers * _NOTE_AREA)
         self._free_slots = list(range(2 * workers))
 
     # -- state
@@ -267,6 +308,21 @@ class Pool:
         published = list(view)
         view.release()
         return published
+
+    def _note_view(self, slot: int) -> memoryview | None:
+        if slot < 0:
+            return None
+        return memoryview(self._notes)[slot * _NOTE_AREA : (slot + 1) * _NOTE_AREA]
+
+    def _read_note(self, slot: int) -> bytes | None:
+        """What the process in ``slot`` last published with :func:`note` (None: nothing)."""
+        area = self._note_view(slot)
+        if area is None:
+            return None
+        with area:
+            start = 8 + _WORD.unpack_from(area, 0)[0] * _NOTE_HALF
+            size = _WORD.unpack_from(area, start)[0]
+            return None if size < 0 else bytes(area[start + 8 : start + 8 + size])
 
     def _slot_view(self, slot: int) -> memoryview | None:
         if slot < 0:
@@ -317,10 +373,13 @@ class Pool:
             self._retire_idle()
         parent_sock, child_sock = socket.socketpair()
         slot = self._free_slots.pop(0) if self._free_slots else -1
-        view = self._slot_view(slot)
+        view, notes = self._slot_view(slot), self._note_view(slot)
         if view is not None:
             for index in range(BOARD_SLOTS):
                 view[index] = 0
+        if notes is not None:
+            for half in (0, 1):  # nothing published yet
+                _WORD.pack_into(notes, 8 + half * _NOTE_HALF, -1)
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
             code = 0
@@ -328,15 +387,16 @@ class Pool:
                 parent_sock.close()
                 for other in self._children.values():
                     other.sock.close()
-                _child.board = view
+                _child.board, _child.note = view, notes
                 _child_main(child_sock, inherited, 1 if inherited else self.max_jobs_per_child)
             except BaseException:
                 code = 1
             finally:
                 os._exit(code)
         child_sock.close()
-        if view is not None:
-            view.release()
+        for shared in (view, notes):
+            if shared is not None:
+                shared.release()
         child = _Child(pid, parent_sock, dedicated=inherited is not None, slot=slot)
         self._children[pid] = child
         self._selector.register(parent_sock, selectors.EVENT_READ, child)
@@ -392,7 +452,7 @@ class Pool:
         child.jobs_done += 1  # at max_jobs_per_child the child exits: it is not given more
 
     def _lost(self, child: _Child) -> None:
-        published = self.board_of(child.pid)
+        published, note = self.board_of(child.pid), self._read_note(child.slot)
         self._close(child)
         status = _reap(child.pid, block=True)
         if child.busy:
@@ -401,7 +461,7 @@ class Pool:
             )
             self._log("error", "%s", error)
             seconds = time.monotonic() - child.started
-            self._events.append(Done(child.pid, child.job, error, seconds, published))
+            self._events.append(Done(child.pid, child.job, error, seconds, published, note))
         else:
             self._log("info", "worker process %d exited", child.pid)
 
@@ -457,6 +517,7 @@ class Pool:
             self.stop(graceful=False)
         self._selector.close()
         self._board.close()
+        self._notes.close()
 
     def __enter__(self) -> Pool:
         return self

@@ -35,7 +35,13 @@ from distq.queue import admin
 from distq.queue.job import Job
 from distq.queue.keys import SERVICE_QUEUE_PREFIX, parse_id
 from distq.runtime.pool import Done, Message, Pool
-from distq.runtime.worker import RUNNING_ASYNC, WorkerConfig, load_app, worker_main
+from distq.runtime.worker import (
+    RUNNING_ASYNC,
+    WorkerConfig,
+    load_app,
+    parse_held_note,
+    worker_main,
+)
 
 __all__ = ["Supervisor"]
 
@@ -160,6 +166,8 @@ class Supervisor:
         child = self._children.pop(event.pid, None) or _Child()
         result = event.result
         if isinstance(result, WorkerLost):
+            if event.note is not None:  # published after the last "held" message
+                child.held = parse_held_note(event.note)
             self._recover(child, f"worker lost: {result}", event.board)
         elif isinstance(result, RemoteError | DistqError):
             self._crashed(event, result)

@@ -219,7 +219,7 @@ class Worker:
         with self._held.lock:
             self._held.jobs = {job.id: job for job in jobs}
         self._positions = {job.id: index + 1 for index, job in enumerate(jobs)}
-        _report({"held": [[job.id, job.delivery] for job in jobs]})
+        _publish_held(jobs)
         outcomes = self._run_batch(jobs)
         self._pending += _settle(self.app, outcomes)
         return len(outcomes)
@@ -414,6 +414,29 @@ def _publish(position: int) -> None:
     slots = pool.board()
     if slots is not None:
         slots[0] = position
+
+
+def held_note(jobs: Sequence[Job]) -> bytes:
+    """The held jobs as the supervisor reads them should the process die:
+    ``"<id> <delivery>"`` lines."""
+    return "\n".join(f"{job.id} {job.delivery}" for job in jobs).encode()
+
+
+def parse_held_note(note: bytes) -> dict[str, int]:
+    """The inverse of :func:`held_note`: job id → delivery."""
+    held: dict[str, int] = {}
+    for line in note.decode().splitlines():
+        job_id, _, delivery = line.rpartition(" ")
+        held[job_id] = int(delivery)
+    return held
+
+
+def _publish_held(jobs: Sequence[Job]) -> None:
+    """Tell the supervisor which jobs this process holds, in the order it runs
+    them: on the pool's shared note (no system call, no wake-up), or in a
+    message when the batch is too long for it."""
+    if pool.in_worker_process() and not pool.note(held_note(jobs)):
+        pool.report({"held": [[job.id, job.delivery] for job in jobs]})
 
 
 def _report(value: dict[str, Any]) -> None:
