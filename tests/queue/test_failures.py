@@ -455,6 +455,26 @@ def test_garbage_in_the_ready_list_is_dead_lettered(
     assert client.deadletters(queue) == []
 
 
+def test_a_job_entered_twice_in_the_ready_list_is_leased_once(
+    engine: Any, make_client: Any, namespace: str, queue: str
+) -> None:
+    client = make_client()
+    ids = [client.addjob(queue, f"job {n}") for n in range(3)]
+    raw = engine.server.client()
+    try:  # a second entry of each job, among the first ones and after them
+        cores = [core_bytes(parse_id(job_id)[0]) for job_id in ids]
+        raw.linsert(QueueKeys(namespace, queue).ready, "AFTER", cores[0], cores[0])
+        raw.rpush(QueueKeys(namespace, queue).ready, *cores)
+    finally:
+        raw.close()
+
+    first = client.getjob(queue, count=2, nohang=True)
+    rest = client.getjob(queue, count=10, nohang=True)
+    assert [job.id for job in first + rest] == ids
+    assert all(job.delivery == 1 for job in first + rest)
+    assert client.getjob(queue, count=10, nohang=True) == []
+
+
 def test_corrupt_body_is_dead_lettered_and_the_batch_released(
     engine: Any, make_client: Any, namespace: str, queue: str
 ) -> None:

@@ -157,6 +157,14 @@ def flaky_always(tag: str) -> None:
     raise ValueError(f"boom {tag} run {runs}")
 
 
+@app.task(retry=0)
+def fails_first(tag: str) -> str:
+    """Raises on its first run only (no retry: the call is dead-lettered)."""
+    if record("fails_first") == 1:
+        raise ValueError(f"first run of {tag}")
+    return f"ok {tag}"
+
+
 @app.task(retry=3)
 def unencodable() -> Any:
     """Returns a value the codec cannot encode."""

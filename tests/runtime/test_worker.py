@@ -221,6 +221,23 @@ def test_retries_with_backoff_then_remote_error(
     assert counters.get("acked", 0) == 0 and counters.get("dead") == 1
 
 
+def test_a_dead_call_enqueued_again_replaces_its_failure_with_its_result(
+    app: App, start_worker: Callable[..., Process]
+) -> None:
+    start_worker("-c", "1")
+    handle = tasks_app.fails_first.delay("d1")
+    with pytest.raises(RemoteError, match="first run of d1"):
+        handle.get(timeout=20)
+    assert handle.status() == "failed" and dead_reasons(app)[handle.id] is not None
+
+    assert app.client.enqueue(handle.id) == 1
+    wait_for(lambda: handle.status() == "succeeded", 20, "the second run to succeed")
+    assert handle.get(timeout=5) == "ok d1"
+    assert len(tasks_app.ledger("fails_first")) == 2
+    assert app.client.show(handle.id) is None  # done: job, state and reason are gone
+    assert app.client.deadletters("default", 10) == []
+
+
 def test_unencodable_result_fails_after_one_attempt(
     app: App, start_worker: Callable[..., Process]
 ) -> None:

@@ -244,6 +244,10 @@ def wait_result(ctx: QueueContext, job_id: str, timeout: Duration | None) -> Op[
 Completion = tuple[str, int, TaskOptions, bytes]
 
 
+#: Jobs per ``complete`` script call (a worker's batch per queue, in slices).
+COMPLETE_CHUNK = 500
+
+
 def complete(ctx: QueueContext, done: Iterable[Completion]) -> list[ScriptCall]:
     """The requests that store results and acknowledge their jobs (each fenced by
     its delivery): one script call per queue, for a whole batch."""
@@ -254,8 +258,13 @@ def complete(ctx: QueueContext, done: Iterable[Completion]) -> list[ScriptCall]:
         keys.append(ctx.keys(queue).result(core))
         args += (core_bytes(core), token, stored, round(options.result_ttl * 1000))
     return [
-        ScriptCall(SCRIPTS["complete"], (*ctx.keys(queue).all(), *keys), args)
+        ScriptCall(
+            SCRIPTS["complete"],
+            (*ctx.keys(queue).all(), *keys[start : start + COMPLETE_CHUNK]),
+            args[4 * start : 4 * (start + COMPLETE_CHUNK)],
+        )
         for queue, (keys, args) in groups.items()
+        for start in range(0, len(keys), COMPLETE_CHUNK)
     ]
 
 

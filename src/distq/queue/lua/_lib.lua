@@ -41,9 +41,9 @@ local function record_head(record)
   return fmt, tonumber(expires), tonumber(retry), tonumber(maxdel)
 end
 
--- The state of a job that exists: a table with s, d, u, n, a, f, delay.
-local function state_of(Q, core)
-  local v = redis.call('HGET', Q.st, core)
+-- A state entry as a table with s, d, u, n, a, f, delay (no entry: queued,
+-- never fetched).
+local function parse_state(v)
   if not v then return {s = 'q', d = 0, u = 0, n = 0, a = 0, f = 0, delay = 0} end
   local s, d, u, n, a, f, delay =
     string.match(v, '^(%a) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$')
@@ -51,9 +51,18 @@ local function state_of(Q, core)
     f = tonumber(f), delay = tonumber(delay)}
 end
 
+-- The state of a job that exists.
+local function state_of(Q, core)
+  return parse_state(redis.call('HGET', Q.st, core))
+end
+
+-- A state table as its entry.
+local function state_entry(t)
+  return t.s .. ' ' .. t.d .. ' ' .. t.u .. ' ' .. t.n .. ' ' .. t.a .. ' ' .. t.f .. ' ' .. t.delay
+end
+
 local function save_state(Q, core, t)
-  redis.call('HSET', Q.st, core,
-    t.s .. ' ' .. t.d .. ' ' .. t.u .. ' ' .. t.n .. ' ' .. t.a .. ' ' .. t.f .. ' ' .. t.delay)
+  redis.call('HSET', Q.st, core, state_entry(t))
 end
 
 local function delete_job(Q, core)
@@ -132,9 +141,8 @@ local function expired(Q, core, now)
   return false
 end
 
--- Move due delayed jobs and expired leases back into the ready list.
--- Returns the earliest future due time (ms) among both sets, or -1.
-local function requeue_due(Q, now)
+-- Due delayed jobs back into the ready list.
+local function requeue_delayed(Q, now)
   local due = redis.call('ZRANGEBYSCORE', Q.delayed, '-inf', now, 'LIMIT', 0, 1000)
   for _, core in ipairs(due) do
     redis.call('ZREM', Q.delayed, core)
@@ -145,6 +153,10 @@ local function requeue_due(Q, now)
       redis.call('RPUSH', Q.ready, core)
     end
   end
+end
+
+-- Jobs whose lease expired back to the head of the ready list.
+local function requeue_lost(Q, now)
   local lost = redis.call('ZRANGEBYSCORE', Q.leased, '-inf', now, 'LIMIT', 0, 1000)
   -- Each goes back to the head of the queue: walk them last first, so that
   -- they keep their order (the first leased ends up first).
@@ -164,14 +176,28 @@ local function requeue_due(Q, now)
       end
     end
   end
-  local nextdue = -1
-  for _, key in ipairs({Q.delayed, Q.leased}) do
-    local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-    if first[2] then
-      local at = tonumber(first[2])
-      if nextdue < 0 or at < nextdue then nextdue = at end
-    end
+end
+
+-- The lowest score of a sorted set (nil when it is empty).
+local function first_score(key)
+  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  return first[2] and tonumber(first[2])
+end
+
+-- Move due delayed jobs and expired leases back into the ready list.
+-- Returns the earliest future due time (ms) among both sets, or -1.
+-- (Most calls find nothing due: one look at each set's first entry.)
+local function requeue_due(Q, now)
+  local delayed_at, leased_at = first_score(Q.delayed), first_score(Q.leased)
+  if delayed_at and delayed_at <= now then
+    requeue_delayed(Q, now)
+    delayed_at = first_score(Q.delayed)
   end
-  if nextdue >= 0 then nextdue = nextdue - now end
-  return nextdue
+  if leased_at and leased_at <= now then
+    requeue_lost(Q, now)
+    leased_at = first_score(Q.leased)
+  end
+  local nextdue = math.min(delayed_at or math.huge, leased_at or math.huge)
+  if nextdue == math.huge then return -1 end
+  return nextdue - now
 end

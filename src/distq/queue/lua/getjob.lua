@@ -21,7 +21,6 @@ local fetcher, block = ARGV[2], tonumber(ARGV[3])
 local nqueues = #KEYS / 10
 for q = 1, nqueues do
   local Q = queue_keys((q - 1) * 10)
-  redis.call('ZREM', Q.waiting, fetcher)
   local due = requeue_due(Q, now)
   if due >= 0 and (nextdue < 0 or due < nextdue) then nextdue = due end
   while count > 0 do
@@ -43,55 +42,83 @@ for q = 1, nqueues do
     end
   end
   local taken = 0
+  -- Ready jobs by the slice: their entries, records and states in one call
+  -- each, their new states and leases in one call each.
   while count > 0 do
-    local core = redis.call('LPOP', Q.ready)
-    if not core then break end
-    if #core ~= 12 then
-      local seq = redis.call('HINCRBY', Q.stats, 'seq', 1)
-      local fake = ''
-      for _, v in ipairs({now, seq}) do
-        local bytes = ''
-        for _ = 1, 6 do bytes = string.char(v % 256) .. bytes; v = math.floor(v / 256) end
-        fake = fake .. bytes
-      end
-      redis.call('HSET', Q.jobs, fake, 'b 0 0 0\n' .. core)
-      dead_letter(Q, fake, state_of(Q, fake), 'malformed queue entry: not a job')
-    else
-      local record = redis.call('HGET', Q.jobs, core)
-      if record then
-        local t = state_of(Q, core)
-        local _, expires, retry = record_head(record)
-        if t.s ~= 'q' then
-          -- not queued (a stale entry): leave the job where it is
-        elseif expires > 0 and expires <= now then
-          delete_job(Q, core)
-        else
-          t.s = 'a'
-          t.d = t.d + 1
-          save_state(Q, core, t)
-          if retry > 0 then redis.call('ZADD', Q.leased, now + retry, core) end
-          out[#out + 1] = q
-          out[#out + 1] = core
-          out[#out + 1] = record
-          out[#out + 1] = t.d
-          out[#out + 1] = t.n
-          out[#out + 1] = t.a
-          count = count - 1
-          taken = taken + 1
+    local want = math.min(count, 500)
+    local cores = redis.call('LPOP', Q.ready, want)
+    if not cores then break end
+    local valid, seen = {}, {}
+    for _, core in ipairs(cores) do
+      if #core == 12 then
+        if not seen[core] then  -- a stale second entry must not lease it twice
+          seen[core] = true
+          valid[#valid + 1] = core
         end
+      else
+        local seq = redis.call('HINCRBY', Q.stats, 'seq', 1)
+        local fake = ''
+        for _, v in ipairs({now, seq}) do
+          local bytes = ''
+          for _ = 1, 6 do bytes = string.char(v % 256) .. bytes; v = math.floor(v / 256) end
+          fake = fake .. bytes
+        end
+        redis.call('HSET', Q.jobs, fake, 'b 0 0 0\n' .. core)
+        dead_letter(Q, fake, state_of(Q, fake), 'malformed queue entry: not a job')
       end
     end
+    if #valid > 0 then
+      local records = redis.call('HMGET', Q.jobs, unpack(valid))
+      local states = redis.call('HMGET', Q.st, unpack(valid))
+      local entries, leases = {}, {}
+      for i, core in ipairs(valid) do
+        local record = records[i]
+        if record then
+          local t = parse_state(states[i])
+          local _, expires, retry = record_head(record)
+          if t.s ~= 'q' then
+            -- not queued (a stale entry): leave the job where it is
+          elseif expires > 0 and expires <= now then
+            delete_job(Q, core)
+          else
+            t.s = 'a'
+            t.d = t.d + 1
+            entries[#entries + 1] = core
+            entries[#entries + 1] = state_entry(t)
+            if retry > 0 then
+              leases[#leases + 1] = now + retry
+              leases[#leases + 1] = core
+            end
+            out[#out + 1] = q
+            out[#out + 1] = core
+            out[#out + 1] = record
+            out[#out + 1] = t.d
+            out[#out + 1] = t.n
+            out[#out + 1] = t.a
+            count = count - 1
+            taken = taken + 1
+          end
+        end
+      end
+      if #entries > 0 then redis.call('HSET', Q.st, unpack(entries)) end
+      if #leases > 0 then redis.call('ZADD', Q.leased, unpack(leases)) end
+    end
+    if #cores < want then break end
   end
   if taken > 0 then
     redis.call('HINCRBY', Q.stats, 'out', taken)
     wake(Q)
   end
 end
-if #out == 1 and block > 0 then
-  for q = 1, nqueues do
-    local waiting = KEYS[(q - 1) * 10 + 10]
+-- The fetcher is registered as waiting until it blocks no more (a new
+-- registration replaces its last one).
+for q = 1, nqueues do
+  local waiting = KEYS[(q - 1) * 10 + 10]
+  if #out == 1 and block > 0 then
     redis.call('ZREMRANGEBYSCORE', waiting, '-inf', now)
     redis.call('ZADD', waiting, now + block, fetcher)
+  else
+    redis.call('ZREM', waiting, fetcher)
   end
 end
 out[1] = nextdue
