@@ -224,9 +224,16 @@ def test_bad_arguments_are_typed_errors(client: Any, queue: str) -> None:
     ):
         with pytest.raises(distq.InvalidArgument):
             call()
-    with pytest.raises(distq.CodecError):
-        client.addjob(queue, {1, 2})
+    circular: list[Any] = []
+    circular.append(circular)
+    for unencodable in ({1, 2}, {"x": float("nan")}, circular, {"deep": object()}):
+        with pytest.raises(distq.CodecError):
+            client.addjob(queue, unencodable)
     assert client.qlen(queue) == 0
+    # The encoder is shared: a failed encoding leaves nothing behind for the next.
+    job_id = client.addjob(queue, {"after": [1, "é", None]})
+    assert client.getjob(queue, nohang=True)[0].body == {"after": [1, "é", None]}
+    assert client.show(job_id) is not None
 
 
 def test_pipeline_sends_commands_together(url: str, namespace: str, queue: str) -> None:

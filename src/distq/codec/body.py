@@ -154,17 +154,34 @@ def _msgpack_default(value: Any) -> Any:
     return _msgpack().ExtType(_REF_EXT, _msgpack().packb(parts))
 
 
-#: One encoder for every call (``json.dumps`` with options builds a new one each time).
+#: One encoder for every call (``json.dumps`` with options builds a new one each
+#: time): the C encoder itself where there is one (``JSONEncoder.encode`` makes it
+#: again for each value), without the check for circular values, whose recursion
+#: error is reported instead.
 _JSON = json.JSONEncoder(
     separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default
 )
+try:
+    from _json import make_encoder as _make_c_encoder
+except ImportError:  # pragma: no cover - an interpreter without the C accelerator
+    _c_encode = None
+else:
+    _c_encode = _make_c_encoder(
+        None, _json_default, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    )
 
 
 def _json_encode(value: Any) -> bytes:
     try:
+        if _c_encode is not None:
+            return "".join(_c_encode(value, 0)).encode()
         return _JSON.encode(value).encode()
     except (TypeError, ValueError) as exc:
         raise CodecError(f"cannot encode {type(value).__name__} as JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise CodecError(
+            f"cannot encode {type(value).__name__} as JSON: circular or too deeply nested"
+        ) from exc
 
 
 def _msgpack_encode(value: Any) -> bytes:

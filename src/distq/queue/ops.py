@@ -154,7 +154,7 @@ def _job_args(ctx: QueueContext, queue: str, body: Any) -> tuple[str, list[Any]]
             f"body of {len(data)} bytes is over the limit of {ctx.max_payload} (max_payload)"
         )
     new, core = new_id(queue)
-    return new, [bytes.fromhex(core), fmt.value, data]
+    return new, [bytes.fromhex(core), fmt, data]  # a Format is the str of its letter
 
 
 def addjobs(
