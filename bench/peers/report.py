@@ -137,13 +137,22 @@ def targets(data: dict[str, Any]) -> list[Target]:
     ratio_target("round trip p50", "≤ ½ the best peer's p50", "roundtrip_p50", True, 0.5)
     ratio_target("round trip p99", "≤ ½ the best peer's p99", "roundtrip_p99", True, 0.5)
     ratio_target("bulk enqueue", "≥ 5× the best peer's bulk enqueue", "enqueue_bulk", False, 5.0)
-    raw = next((f for f in figures(data, "enqueue_one") if f.lib == BASELINE and f.ok), None)
-    if raw is None:
-        out.append(Target("one-call enqueue", "≥ 0.9× raw redis-py RPUSH", None, None,
-                          "raw baseline not measured"))
+    paired = {f.config: f for f in figures(data, "enqueue_one_paired") if f.ok}
+    goal = "within 10 % of raw redis-py (one RPUSH per round trip): ≥ 0.9×"
+    if "distq" in paired and BASELINE in paired:
+        mine, raw = paired["distq"], paired[BASELINE]
+        ratio = mine.median / raw.median
+        out.append(Target(
+            "one-call enqueue", goal + " (paired)", ratio, ratio >= 0.9,
+            f"distq {fmt(mine.median, mine.unit)} vs redis-py {fmt(raw.median, raw.unit)} "
+            f"jobs/s, alternating blocks in one process",
+        ))
     else:
-        ratio_target("one-call enqueue", "within 10 % of raw redis-py (one RPUSH per round "
-                     "trip): ≥ 0.9×", "enqueue_one", False, 0.9, against=raw)
+        raw = next((f for f in figures(data, "enqueue_one") if f.lib == BASELINE and f.ok), None)
+        if raw is None:
+            out.append(Target("one-call enqueue", goal, None, None, "raw baseline not measured"))
+        else:
+            ratio_target("one-call enqueue", goal, "enqueue_one", False, 0.9, against=raw)
     ratio_target("memory per queued job", "≤ the leanest peer", "memory", True, 1.0)
     return out
 
@@ -291,10 +300,30 @@ def section_enqueue(data: dict[str, Any], workload: str, charts: dict[str, str])
                 present.add(lib)
     lines += _missing_rows(data, present, 4)
     notes = []
+    if workload == "enqueue_one":
+        notes = section_paired(data)
     if workload == "enqueue_bulk":
         notes = [f"- {lib}: {r['bulk_note']}" for lib, r in data["libs"].items()
                  if r.get("bulk_api") and r.get("bulk_note")]
     return [*lines, "", *notes, *(_errors_note(figs)), "", *charts_md(charts, workload)]
+
+
+def section_paired(data: dict[str, Any]) -> list[str]:
+    """distq's one-call rate against redis-py's, measured in alternating blocks."""
+    paired = {f.config: f for f in figures(data, "enqueue_one_paired") if f.ok}
+    if "distq" not in paired or BASELINE not in paired:
+        return []
+    mine, raw = paired["distq"], paired[BASELINE]
+    (m, ms), (r, rs) = cell(mine), cell(raw)
+    return [
+        f"**Paired with the baseline** (the one-call target's measure): distq {m} jobs/s "
+        f"({ms}) and redis-py {r} jobs/s ({rs}), ratio {mine.median / raw.median:.2f}. The "
+        "rows above come from separate runner processes minutes apart, and this shared "
+        "machine's speed drifts by more than the 10 % the target allows; here distq's "
+        "runner enqueues the same number of jobs with both, in alternating blocks (after "
+        "a FLUSHALL each), so that both rates are taken at the same moments.",
+        "",
+    ]
 
 
 def charts_md(charts: dict[str, str], key: str) -> list[str]:
@@ -497,10 +526,30 @@ OPTIMISATIONS = [
     "fetched batch and acknowledges its jobs with one `complete` call per queue instead "
     "of one per job.",
     "- **Less Python per call.** One JSON encoder and one decoder for every body (not "
-    "one per `json.dumps`/`json.loads` call with options), queue keys and checked "
+    "one per `json.dumps`/`json.loads` call with options; the encoder is the C one, made "
+    "once, which `JSONEncoder.encode` makes again for every value: a task call's body "
+    "5.1 → 2.0 µs), queue keys and checked "
     "`addjob` options made once per queue and option set, a short path for "
     "single-request round trips. `delay()` per call: 0.72× → about 0.9× of raw "
     "redis-py's `RPUSH` rate.",
+    "- **A batch's entries in one command per key.** `getjob` pops ready jobs by the "
+    "slice (`LPOP` with a count) and reads, re-states and leases them with one `HMGET`, "
+    "`HSET` and `ZADD` per slice instead of five commands per job; `complete` drops a "
+    "batch's entries with one `ZREM`/`HDEL` per key and skips the deletes a job in its "
+    "first delivery cannot need; the expired-lease and due-delay scans look at each "
+    "sorted set's first entry before scanning it. Server time per job in batches of 100: "
+    "`getjob` 16 → 10.5 µs, `complete` 12 → 6.5 µs.",
+    "- **Held jobs on shared memory.** A worker process tells the supervisor which jobs it "
+    "holds (needed only if it dies) on a note in the pool's shared memory instead of in a "
+    "message per batch: no system call, and no supervisor wake-up competing for the two "
+    "cores on every job of a round-trip series.",
+    "- **Tried, and left out because they did not help here:** pipelining the `addjob` "
+    "with the first blocking wait for the result (one client round trip instead of two: "
+    "p50 unchanged, 0.81 vs 0.81 ms in alternating series, since the client's second "
+    "request is sent while the worker runs the job, off the critical path); running a "
+    "batch's sync tasks on 4 threads per process (drain 4,579 vs 4,899 jobs/s: the GIL "
+    "hand-offs cost more than the overlapped `INCR` round trips save); `gc.freeze()` in "
+    "the worker processes (no measurable change).",
     "- **Earlier:** results and acknowledgements travel with the next fetch in one "
     "pipelined round trip; the supervisor learns which job runs from shared memory "
     "instead of two messages per job; scripts load in the same round trip as their "
@@ -571,8 +620,9 @@ def page(data: dict[str, Any], charts: dict[str, str], out_name: str = "benchmar
         "",
         "## distq's targets",
         "",
-        "Ratios of distq's medians to the best peer's medians in the same run (the raw "
-        "redis-py baseline for one-call enqueue).",
+        "Ratios of distq's medians to the best peer's medians in the same run (for "
+        "one-call enqueue, to raw redis-py measured in alternating blocks with distq: see "
+        "[the one-call table](#enqueue-one-call-per-job)).",
         "",
         *section_targets(data),
         "",

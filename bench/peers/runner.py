@@ -57,6 +57,7 @@ ROUNDTRIP_TIMEOUT_S = 10.0  # bound on one round trip
 ROUNDTRIP_CHUNK = 50  # round trips between checks of the workload bound
 #: the library-only latencies a peer may measure (Peer.latencies), p50 and p99 each
 EXTRA_FIGURES = ("service_get", "actor_call")
+PAIRED_BLOCKS = 10  # alternating blocks of the paired one-call enqueue (distq vs redis-py)
 STOP_GRACE_S = 3.0  # SIGTERM to SIGKILL
 PROCESSES = 2
 SCALING_PROCESSES = (1, 4)  # 2 is the main drain
@@ -404,6 +405,35 @@ class Bench:
             )
         self.flush()
 
+    def paired_enqueue(self) -> None:
+        """distq only: one-call enqueue against raw redis-py ``RPUSH``, in alternating
+        blocks in this one process, so that both rates share the machine's moment (the
+        target's measure; the separate redis-py runner comes minutes later)."""
+        from libs.raw_peer import PEER as RAW
+
+        n, blocks = self.args.jobs, PAIRED_BLOCKS
+        size = max(1, n // blocks)
+        elapsed = {"distq": 0.0, RAW.name: 0.0}
+        try:
+            for block in range(blocks):
+                order = (RAW, self.peer) if block % 2 == 0 else (self.peer, RAW)
+                for peer in order:
+                    self.flush()
+                    peer.enqueue_one(WARMUP, BODY)
+                    start = time.perf_counter()
+                    peer.enqueue_one(size, BODY)
+                    elapsed[peer.name] += time.perf_counter() - start
+        except Exception as exc:
+            traceback.print_exc()
+            for name in elapsed:
+                self.rec.error("enqueue_one_paired", name, "jobs/s", describe(exc))
+            return
+        finally:
+            RAW.close()
+            self.flush()
+        for name, seconds in elapsed.items():
+            self.rec.add("enqueue_one_paired", name, "jobs/s", size * blocks / seconds)
+
     def scaling(self) -> None:
         """distq only: drains with other process counts and body sizes (bulk-enqueued)."""
         config = self.peer.configs[0].name
@@ -472,6 +502,7 @@ def main() -> None:
             started = time.perf_counter()
             bench.rep()
             if args.scaling:
+                bench.paired_enqueue()
                 bench.scaling()
             print(f"{args.lib}: repetition {rep + 1} in {time.perf_counter() - started:.1f} s",
                   flush=True)
