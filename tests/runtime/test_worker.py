@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import importlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -28,6 +29,7 @@ from distq.endpoints.task import TaskHandle
 from distq.errors import RemoteError
 from distq.runtime import control
 from distq.runtime.control import list_workers
+from distq.runtime.worker import Worker, WorkerConfig
 from processes import AppProcesses, Process, alive, child_env, cli, wait_for
 
 HERE = Path(__file__).resolve().parent
@@ -191,6 +193,30 @@ def test_soft_time_limit(app: App, start_worker: Callable[..., Process]) -> None
     with pytest.raises(RemoteError) as raised_async:
         in_async.get(timeout=20)
     assert raised_async.value.type_name.endswith("SoftTimeLimit")
+
+
+# How results travel -----------------------------------------------------------------------
+
+
+def _directions(records: list[logging.LogRecord]) -> str:
+    """The wire log as one character per request (">") and reply ("<")."""
+    return "".join(r.getMessage()[:1] for r in records if r.name == "distq.wire")
+
+
+@pytest.mark.parametrize(("queued", "expected"), [(1, "><><"), (3, ">><<")])
+def test_results_travel_alone_only_when_the_queue_ran_dry(
+    app: App, caplog: pytest.LogCaptureFixture, queued: int, expected: str
+) -> None:
+    worker = Worker(app, WorkerConfig(app="tasks_app:app", batch=3))
+    first = [tasks_app.add.delay(n, 1) for n in range(queued)]
+    assert worker.step() == queued  # results held back for the next round trip
+    assert first[0].status() == "active"
+    tasks_app.add.delay(10, 1)
+    with caplog.at_level(logging.DEBUG, logger="distq.wire"):
+        assert worker.step() == 1
+    # A short batch's results go alone, then the fetch; a full batch's go with it.
+    assert _directions(caplog.records).startswith(expected)
+    assert [handle.get(timeout=5) for handle in first] == [n + 1 for n in range(queued)]
 
 
 # Failures -------------------------------------------------------------------------------

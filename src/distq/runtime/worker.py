@@ -6,7 +6,8 @@ the supervisor's pool, see :mod:`distq.runtime.supervisor`). Each
 tasks one after another in this process; ``async def`` tasks together on an
 event loop, at most ``async_concurrency`` at once), then store every result
 and acknowledgement in one pipelined round trip — together with the next
-fetch when the queue still has work.
+fetch when the queue still has work (when the last fetch found it nearly
+empty, the results go first, on their own: their callers are waiting).
 
 A heartbeat thread records the worker's presence, extends the leases of the
 jobs it holds, and reads its control queue (``stop``, ``verbose``, ``quiet``,
@@ -155,6 +156,8 @@ class Worker:
         self._held = _Held()
         self._runner: asyncio.Runner | None = None
         self._pending: list[Op[Any]] = []
+        #: Whether the last fetch brought fewer jobs than it asked for.
+        self._ran_dry = False
         self._positions: dict[str, int] = {}
 
     # -- the loop
@@ -202,6 +205,11 @@ class Worker:
             for queues, n in ((self._task_queues, count), (self._service_queues, 1))
             if queues
         ]
+        if self._pending and self._ran_dry:
+            # The last fetch found the queues nearly empty: callers are waiting for
+            # these results, so they go out on their own rather than wait for the
+            # fetch script that would follow them in the same round trip.
+            self._flush()
         if len(sources) == 1 and timeout > 0:
             # One fetch: it may block right away (its first step travels with the
             # outcomes; then it waits on the wake lists, where a job may be handed to it).
@@ -214,6 +222,7 @@ class Worker:
             jobs = self.app.client.run(
                 queue_ops.getjob(ctx, *self.queues, count=1, timeout=timeout)
             )
+        self._ran_dry = len(jobs) < count
         if not jobs:
             return 0
         with self._held.lock:
