@@ -96,6 +96,16 @@ def hold(tag: str) -> str:
     return f"held {tag}"
 
 
+@app.task(lease=1.0, max_deliveries=5)
+def zombie(tag: str) -> str:
+    """First run: stalls (the test SIGSTOPs its process past the lease); any run
+    returns which run it was."""
+    run = record("zombie")
+    if run == 1:
+        time.sleep(1.0)
+    return f"{tag} run {run}"
+
+
 @app.task(max_deliveries=3)
 def kill_once(x: int) -> int:
     """SIGKILLs its own process on its first run only."""

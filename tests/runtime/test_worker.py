@@ -134,6 +134,30 @@ def test_sigkilled_child_mid_task_runs_again(
     wait_for(lambda: len(worker.children()) == 2, 10, "two worker processes again")
 
 
+def test_a_zombie_run_past_its_lease_cannot_overwrite_the_result(
+    app: App, start_worker: Callable[..., Process]
+) -> None:
+    # RELIABILITY T2: a stopped process's lease runs out, another process runs the
+    # call again and stores its result; the stopped one, resumed, finishes too:
+    # its result is refused as stale, and the worker logs the duplicate.
+    worker = start_worker("-c", "2")
+    handle = tasks_app.zombie.delay("z")
+    [victim] = wait_for(lambda: tasks_app.ledger("zombie"), 20, "the first run to start")
+    os.kill(victim, signal.SIGSTOP)
+    try:
+        assert handle.get(timeout=20) == "z run 2"
+        assert tasks_app.ledger("zombie")[1] != victim
+    finally:
+        os.kill(victim, signal.SIGCONT)
+    wait_for(lambda: stats(app).get("stale") == 1, 20, "the zombie's result to be refused")
+    assert handle.get(timeout=5) == "z run 2"
+    assert stats(app).get("acked") == 1
+    assert len(tasks_app.ledger("zombie")) == 2
+    wait_for(
+        lambda: "refused as stale" in worker.log_path.read_text(), 10, "the duplicate logged"
+    )
+
+
 def test_task_killing_its_process_every_time_is_dead_lettered(
     app: App, start_worker: Callable[..., Process]
 ) -> None:

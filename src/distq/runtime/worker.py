@@ -550,10 +550,11 @@ def _failure(
 def _settle(app: App, outcomes: list[_Outcome]) -> list[Op[Any]]:
     """The ops that tell the server every outcome of a batch (one round trip)."""
     ops: list[Op[Any]] = []
-    step: Step = [*complete(app.context, [o.completed for o in outcomes if o.completed])]
-    step += [request for o in outcomes for request in o.requests]
+    completed = [o.completed for o in outcomes if o.completed]
+    calls = complete(app.context, completed)
+    step: Step = [*calls, *(request for o in outcomes for request in o.requests)]
     if step:
-        ops.append(_requests(step))
+        ops.append(_stored(step, len(calls), len(completed)))
     for outcome in outcomes:
         if outcome.dead_reason is not None:
             log.error("job %s dead-lettered: %s", outcome.job.id, outcome.dead_reason)
@@ -561,8 +562,17 @@ def _settle(app: App, outcomes: list[_Outcome]) -> list[Op[Any]]:
     return ops
 
 
-def _requests(step: Step) -> Op[list[Any]]:
+def _stored(step: Step, calls: int, results: int) -> Op[list[Any]]:
+    """Send a batch's outcomes, the first ``calls`` requests storing ``results``
+    results: those refused are duplicates (a zombie's late run), logged."""
     replies = yield step
+    refused = results - sum(int(done) for done in replies[:calls])
+    if refused:
+        log.warning(
+            "%d result(s) refused as stale: the call(s) were delivered again since this "
+            "run began, and the later delivery's outcome counts",
+            refused,
+        )
     return replies
 
 
