@@ -413,7 +413,7 @@ class Bench:
 
         n, blocks = self.args.jobs, PAIRED_BLOCKS
         size = max(1, n // blocks)
-        elapsed = {"distq": 0.0, RAW.name: 0.0}
+        elapsed = {self.peer.name: 0.0, RAW.name: 0.0}
         try:
             for block in range(blocks):
                 order = (RAW, self.peer) if block % 2 == 0 else (self.peer, RAW)
