@@ -1,7 +1,7 @@
 """Failure tests: real processes killed, real servers killed, stopped and fed garbage.
 
 Each scenario of ``RELIABILITY.md`` section 2 that the queue layer alone can
-show (T1, T5, T7, T15, T16, T17, T18, and the lease/dead-letter rules), on
+show (T1, T5, T7, T8, T10, T15, T16, T17, T18, and the lease/dead-letter rules), on
 every engine found. No mocks: consumers are subprocesses killed with SIGKILL,
 servers are private processes killed with ``kill -9`` or stopped with
 SIGSTOP. Every wait is bounded; leases are 1 s so the file stays quick.
@@ -45,6 +45,34 @@ if not jobs:
     sys.exit("no job within 20 s")
 print(jobs[0].id, jobs[0].delivery, repr(started), flush=True)
 time.sleep(120)
+"""
+
+
+#: A consumer whose wall clock is DQ_SKEW seconds off: it fetches one job (if
+#: DQ_FETCH), holds it DQ_HOLD seconds, acks it (if DQ_ACK), and reports each step;
+#: or (DQ_POLL) polls with nohang for DQ_HOLD seconds and reports what it got.
+SKEWED = r"""
+import os, time
+skew = float(os.environ["DQ_SKEW"])
+real_time, real_ns = time.time, time.time_ns
+time.time = lambda: real_time() + skew
+time.time_ns = lambda: real_ns() + int(skew * 1e9)
+import distq
+client = distq.connect(os.environ["DQ_URL"], namespace=os.environ["DQ_NAMESPACE"])
+queue, hold = os.environ["DQ_QUEUE"], float(os.environ["DQ_HOLD"])
+if os.environ.get("DQ_POLL"):
+    got = []
+    end = time.monotonic() + hold
+    while time.monotonic() < end:
+        got += [job.id for job in client.getjob(queue, nohang=True)]
+        time.sleep(0.05)
+    print("polled", len(got), *got, flush=True)
+else:
+    [job] = client.getjob(queue, timeout=10)
+    print("fetched", job.id, job.delivery, flush=True)
+    time.sleep(hold)
+    if os.environ.get("DQ_ACK"):
+        print("acked", client.ackjob(job), flush=True)
 """
 
 
@@ -241,6 +269,50 @@ def test_acked_add_survives_server_kill_and_client_reconnects(
 
 
 # 3: delays, TTLs, maxlen, nacks, dead letters, leases ---------------------------
+
+
+# T10: clocks skewed ----------------------------------------------------------------
+
+
+def _skewed(url: str, namespace: str, queue: str, skew: float, hold: float, **flags: str) -> str:
+    """Run SKEWED with a wall clock ``skew`` s off; its report (bounded)."""
+    env = {
+        **os.environ, "DQ_URL": url, "DQ_NAMESPACE": namespace, "DQ_QUEUE": queue,
+        "DQ_SKEW": str(skew), "DQ_HOLD": str(hold), **flags,
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", SKEWED], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_skewed_client_clocks_neither_reclaim_early_nor_strand_jobs(
+    url: str, namespace: str, queue: str
+) -> None:
+    # Leases are kept in server time: a consumer 300 s ahead holding a job within its
+    # lease while one 300 s behind polls, and then a lease that really runs out.
+    with distq.connect(url, namespace=namespace) as client:
+        kept = client.addjob(queue, "kept", retry=3)
+        with ThreadPoolExecutor(2) as pool:
+            holder = pool.submit(_skewed, url, namespace, queue, 300, 1.5, DQ_ACK="1")
+            time.sleep(0.5)  # the holder has fetched by now (it reports it)
+            poller = pool.submit(_skewed, url, namespace, queue, -300, 1.0, DQ_POLL="1")
+            held, polled = holder.result(), poller.result()
+        assert held.split() == ["fetched", kept, "1", "acked", "1"]
+        assert polled.split() == ["polled", "0"]  # no early reclaim
+        assert client.qstat(queue)["jobs_out"] == 1
+
+        lost = client.addjob(queue, "lost", retry=LEASE_S)
+        assert _skewed(url, namespace, queue, -300, 0).split() == ["fetched", lost, "1"]
+        # Its lease runs out in server time: a consumer 300 s ahead gets it back, no
+        # sooner than the lease, as its second delivery.
+        started = time.monotonic()
+        again = _skewed(url, namespace, queue, 300, 0, DQ_ACK="1").split()
+        waited = time.monotonic() - started
+        assert again == ["fetched", lost, "2", "acked", "1"]
+        assert LEASE_S - 0.2 <= waited < LEASE_S + SLACK_S + 5  # 5 s: interpreter start-up
+        assert client.qlen(queue) == 0 and client.getjob(queue, nohang=True) == []
 
 
 def test_delayed_job_is_invisible_until_due(make_client: Any, queue: str) -> None:
@@ -565,6 +637,63 @@ def test_unencodable_bodies_are_codec_errors(make_client: Any, queue: str) -> No
     assert client.qstat(queue)["jobs_in"] == 0
     assert client.jscan(queue=queue, busyloop=True)[1] == []
     assert client.getjob(queue, nohang=True) == []
+
+
+# T8: the server pauses writes (CLIENT PAUSE WRITE) ----------------------------------
+
+
+def test_a_write_pause_shorter_than_the_lease_reclaims_nothing(
+    engine: Any, make_client: Any, queue: str
+) -> None:
+    holder, other = make_client(), make_client()
+    job_id = holder.addjob(queue, "paused", retry=3)
+    [job] = holder.getjob(queue, nohang=True)
+    raw = engine.server.client()
+    try:
+        raw.execute_command("CLIENT", "PAUSE", 1000, "WRITE")
+        started = time.monotonic()
+        with ThreadPoolExecutor(1) as pool:
+            fetched = pool.submit(other.getjob, queue, nohang=True)
+            assert holder.ackjob(job) == 1  # waits out the pause, then counts
+            assert time.monotonic() - started >= 0.8
+            assert fetched.result(timeout=10) == []
+    finally:
+        raw.execute_command("CLIENT", "UNPAUSE")
+        raw.close()
+    assert job.id == job_id and holder.qstat(queue)["jobs_out"] == 1
+
+
+def test_a_write_pause_longer_than_the_lease_is_fenced(
+    engine: Any, make_client: Any, queue: str
+) -> None:
+    # The lease runs out during the pause; the holder's ack and another consumer's
+    # fetch both wait for it. Whichever the server takes first, the job is done once:
+    # acked by its holder (the fetch finds nothing), or delivered again (the late ack
+    # is refused as stale).
+    holder, other = make_client(), make_client()
+    holder.addjob(queue, "paused", retry=LEASE_S)
+    [job] = holder.getjob(queue, nohang=True)
+    raw = engine.server.client()
+    try:
+        raw.execute_command("CLIENT", "PAUSE", 2000, "WRITE")
+        time.sleep(LEASE_S + 0.2)  # the lease is over, in server time
+        with ThreadPoolExecutor(2) as pool:
+            acked = pool.submit(holder.ackjob, job)
+            time.sleep(0.1)
+            fetched = pool.submit(other.getjob, queue, nohang=True)
+            acked_count, refetched = acked.result(timeout=10), fetched.result(timeout=10)
+    finally:
+        raw.execute_command("CLIENT", "UNPAUSE")
+        raw.close()
+    if acked_count == 1:
+        assert refetched == []
+        assert holder.qstat(queue)["jobs_out"] == 1
+    else:
+        [again] = refetched
+        assert (again.id, again.delivery, again.additional_deliveries) == (job.id, 2, 1)
+        assert other.ackjob(again) == 1
+    assert holder.qlen(queue) == 0 and holder.getjob(queue, nohang=True) == []
+    assert holder.qstat(queue)["jobs_out"] <= 2  # no reclaim storm
 
 
 # 5: the server stops answering (SIGSTOP) ---------------------------------------
