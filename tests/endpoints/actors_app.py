@@ -178,6 +178,8 @@ class Raiser:
     def receive(self, message: Any) -> Any:
         if message == "boom":
             raise ValueError("boom from raiser")
+        if message == "unencodable":
+            return {"a set": {1, 2}}  # a reply no codec can store
         return {"ok": message}
 
 

@@ -317,6 +317,10 @@ def test_call_timeout_remote_error_unknown_name_and_unencodable(app: App, cluste
     assert raised.value.message == "boom from raiser"
     assert "boom from raiser" in raised.value.traceback
     assert app.call("raiser", "fine") == {"ok": "fine"}  # a class actor lives on
+    with pytest.raises(RemoteError) as raised:  # a reply that cannot be encoded (T18)
+        app.call("raiser", "unencodable")
+    assert "CodecError" in raised.value.type_name and "set" in raised.value.message
+    assert app.call("raiser", "still fine") == {"ok": "still fine"}
 
     with pytest.raises(ActorNotFound, match="nobody"):
         app.call("nobody", "hello?")

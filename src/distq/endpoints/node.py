@@ -229,7 +229,10 @@ class _Actor:
             with self.lock:
                 held = self.current
             if held is not None and held.envelope.get("c"):
-                self.reply(result)
+                try:
+                    self.reply(result)
+                except CodecError as exc:  # a reply no codec can store fails the call only
+                    self._fail_call(exc)
 
     def _give_back_current(self, reason: str) -> None:
         with self.lock:
