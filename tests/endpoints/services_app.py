@@ -87,6 +87,13 @@ def failing(tag: str) -> str:
     raise ValueError(f"bad {tag}")
 
 
+@app.service("unencodable", ttl=60)
+def unencodable(tag: str) -> Any:
+    """Returns a value no codec can store (RELIABILITY T18)."""
+    record("unencodable", tag)
+    return {tag: object()}
+
+
 @app.service("square", ttl=60)
 def square(x: int, seconds: float = 0.0) -> int:
     record("square", x)

@@ -133,6 +133,18 @@ def check_native_semantics(app: App) -> None:
         app.get("failing", "x")
     assert len(runs("failing", "x")) == 2
 
+    # A value that cannot be encoded: every waiter gets a CodecError, nothing is
+    # cached, and the next get computes again (RELIABILITY T18).
+    with pytest.raises(RemoteError) as raised:
+        app.get("unencodable", "v")
+    assert raised.value.type_name == "distq.CodecError"
+    assert "cannot encode" in raised.value.message
+    unencodable_key = native_keys(app, "unencodable", "v").value
+    assert app.client.run(single(Command(("EXISTS", unencodable_key)))) == 0
+    with pytest.raises(RemoteError):
+        app.get("unencodable", "v")
+    assert len(runs("unencodable", "v")) == 2
+
     # The service's default ttl (60 s); a second get is served from the cache.
     assert app.get("square", 7) == 49
     assert app.get("square", 7) == 49

@@ -96,6 +96,14 @@ def hold(tag: str) -> str:
     return f"held {tag}"
 
 
+@app.task(lease=0.8, max_deliveries=5)
+def outlasts_its_lease(tag: str) -> str:
+    """Runs five times its lease: the worker's heartbeats must keep it leased."""
+    run = record("outlasts")
+    time.sleep(4.0)
+    return f"{tag} run {run}"
+
+
 @app.task(lease=1.0, max_deliveries=5)
 def zombie(tag: str) -> str:
     """First run: stalls (the test SIGSTOPs its process past the lease); any run

@@ -134,6 +134,20 @@ def test_sigkilled_child_mid_task_runs_again(
     wait_for(lambda: len(worker.children()) == 2, 10, "two worker processes again")
 
 
+def test_a_task_running_five_times_its_lease_runs_once(
+    app: App, start_worker: Callable[..., Process]
+) -> None:
+    # RELIABILITY T13: heartbeats (every 0.2 s here) extend the 0.8 s lease of a
+    # 4 s call; the other process, idle, never gets it.
+    start_worker("-c", "2")
+    handle = tasks_app.outlasts_its_lease.delay("long")
+    assert handle.get(timeout=30) == "long run 1"
+    assert len(tasks_app.ledger("outlasts")) == 1
+    counters = stats(app)
+    assert counters.get("out") == 1 and counters.get("acked") == 1
+    assert counters.get("stale", 0) == 0
+
+
 def test_a_zombie_run_past_its_lease_cannot_overwrite_the_result(
     app: App, start_worker: Callable[..., Process]
 ) -> None:
