@@ -547,6 +547,38 @@ def test_a_job_entered_twice_in_the_ready_list_is_leased_once(
     assert client.getjob(queue, count=10, nohang=True) == []
 
 
+def test_a_queue_key_of_the_wrong_type_is_a_typed_error_for_that_queue_only(
+    engine: Any, make_client: Any, namespace: str, queue: str
+) -> None:
+    # RELIABILITY T16: another program SETs a queue's list to a string.
+    client = make_client()
+    raw = engine.server.client()
+    try:
+        raw.set(QueueKeys(namespace, queue).ready, "not a list")
+        for call in (
+            lambda: client.addjob(queue, "x"),
+            lambda: client.getjob(queue, nohang=True),
+            lambda: client.qlen(queue),
+        ):
+            with pytest.raises(distq.ServerError, match="WRONGTYPE"):
+                call()
+        other = queue + "-other"
+        job_id = client.addjob(other, "fine")
+        assert [job.id for job in client.getjob(other, nohang=True)] == [job_id]
+        raw.delete(QueueKeys(namespace, queue).ready)  # repaired: the queue works again
+        queued = [client.addjob(queue, n) for n in range(3)]
+
+        # A job hash of the wrong type: the fetch fails before it takes any entry.
+        raw.set(QueueKeys(namespace, queue).st, "not a hash")
+        with pytest.raises(distq.ServerError, match="WRONGTYPE"):
+            client.getjob(queue, count=10, nohang=True)
+        assert client.qlen(queue) == 3
+        raw.delete(QueueKeys(namespace, queue).st)
+        assert [job.id for job in client.getjob(queue, count=10, nohang=True)] == queued
+    finally:
+        raw.close()
+
+
 def test_corrupt_body_is_dead_lettered_and_the_batch_released(
     engine: Any, make_client: Any, namespace: str, queue: str
 ) -> None:

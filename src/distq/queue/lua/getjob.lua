@@ -43,33 +43,40 @@ for q = 1, nqueues do
   end
   local taken = 0
   -- Ready jobs by the slice: their entries, records and states in one call
-  -- each, their new states and leases in one call each.
+  -- each, their new states and leases in one call each. A slice is read before
+  -- it is written, so that a key of the wrong type (another program's doing)
+  -- fails the call before the slice's entries are taken off the list.
   while count > 0 do
     local want = math.min(count, 500)
-    local cores = redis.call('LPOP', Q.ready, want)
-    if not cores then break end
-    local valid, seen = {}, {}
+    local cores = redis.call('LRANGE', Q.ready, 0, want - 1)
+    if #cores == 0 then break end
+    local valid, malformed, seen = {}, {}, {}
     for _, core in ipairs(cores) do
-      if #core == 12 then
-        if not seen[core] then  -- a stale second entry must not lease it twice
-          seen[core] = true
-          valid[#valid + 1] = core
-        end
-      else
-        local seq = redis.call('HINCRBY', Q.stats, 'seq', 1)
-        local fake = ''
-        for _, v in ipairs({now, seq}) do
-          local bytes = ''
-          for _ = 1, 6 do bytes = string.char(v % 256) .. bytes; v = math.floor(v / 256) end
-          fake = fake .. bytes
-        end
-        redis.call('HSET', Q.jobs, fake, 'b 0 0 0\n' .. core)
-        dead_letter(Q, fake, state_of(Q, fake), 'malformed queue entry: not a job')
+      if #core ~= 12 then
+        malformed[#malformed + 1] = core
+      elseif not seen[core] then  -- a stale second entry must not lease it twice
+        seen[core] = true
+        valid[#valid + 1] = core
       end
     end
+    local records, states = {}, {}
     if #valid > 0 then
-      local records = redis.call('HMGET', Q.jobs, unpack(valid))
-      local states = redis.call('HMGET', Q.st, unpack(valid))
+      records = redis.call('HMGET', Q.jobs, unpack(valid))
+      states = redis.call('HMGET', Q.st, unpack(valid))
+    end
+    redis.call('LTRIM', Q.ready, #cores, -1)
+    for _, entry in ipairs(malformed) do
+      local seq = redis.call('HINCRBY', Q.stats, 'seq', 1)
+      local fake = ''
+      for _, v in ipairs({now, seq}) do
+        local bytes = ''
+        for _ = 1, 6 do bytes = string.char(v % 256) .. bytes; v = math.floor(v / 256) end
+        fake = fake .. bytes
+      end
+      redis.call('HSET', Q.jobs, fake, 'b 0 0 0\n' .. entry)
+      dead_letter(Q, fake, state_of(Q, fake), 'malformed queue entry: not a job')
+    end
+    if #valid > 0 then
       local entries, leases = {}, {}
       for i, core in ipairs(valid) do
         local record = records[i]
