@@ -10,6 +10,8 @@ import threading
 import time
 from typing import Any
 
+import pytest
+
 import distq
 from distq.connection.ops import Command, ScriptCall, single
 from distq.queue.ops import QueueContext
@@ -81,6 +83,30 @@ def test_a_job_handed_to_a_gone_fetcher_goes_to_the_next_getjob(
     jobs = client.getjob(queue, count=10, nohang=True)
     assert [(j.id, j.delivery) for j in jobs] == [(first, 1), (second, 1)]
     assert client.qstat(queue)["jobs_out"] == 2
+
+
+def test_a_state_hash_of_the_wrong_type_takes_no_handoff(
+    engine: Any, make_client: Any, namespace: str, queue: str
+) -> None:
+    # Another program overwrites the queue's state hash: the fetch fails before it
+    # takes the job handed off on the wake list, which is still there once repaired.
+    client = make_client()
+    _register_a_fetcher(client, queue, 10_000)
+    job_id = client.addjob(queue, "handed")
+    st = QueueContext(namespace=namespace).keys(queue).st
+    raw = engine.server.client()
+    try:
+        raw.rename(st, st + ":saved")
+        raw.set(st, "not a hash")
+        with pytest.raises(distq.ServerError, match="WRONGTYPE"):
+            client.getjob(queue, nohang=True)
+        assert len(_wake_list(client, queue)) == 1
+        raw.delete(st)
+        raw.rename(st + ":saved", st)
+    finally:
+        raw.close()
+    [job] = client.getjob(queue, nohang=True)
+    assert (job.id, job.delivery) == (job_id, 1)
 
 
 def test_a_handoff_nobody_takes_comes_back_uncounted_when_its_lease_ends(

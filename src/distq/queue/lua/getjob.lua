@@ -26,9 +26,10 @@ for q = 1, nqueues do
   while count > 0 do
     local handed = redis.call('LINDEX', Q.wake, 0)
     if not handed or #handed <= 12 then break end
-    redis.call('LPOP', Q.wake)
     local core = string.sub(handed, 1, 12)
-    if redis.call('HGET', Q.st, core) == 'a 1 0 0 0 0 0' then
+    local state = redis.call('HGET', Q.st, core)  -- read before the hand-off is taken
+    redis.call('LPOP', Q.wake)
+    if state == 'a 1 0 0 0 0 0' then
       local record = string.sub(handed, 13)
       local _, _, retry = record_head(record)
       redis.call('ZADD', Q.leased, now + retry, core)
